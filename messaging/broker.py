@@ -1,0 +1,160 @@
+"""The Broker interface: the only way the orchestrator and workers reach each other.
+
+A backend moves opaque message bodies (bytes holding msgspec-encoded JSON) between named
+queues with at-least-once delivery. No pika or psycopg type crosses this interface: a
+received message carries an opaque receipt that only its own backend understands.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+
+class Transaction(Protocol):
+    """A database transaction a broker may join (implemented by `state`'s unit of work).
+
+    A transactional backend (PGMQ) runs its SQL inside it, so a state change and the message
+    it causes commit or roll back together. Other backends defer their work to after commit.
+    """
+
+    def execute_sql(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one statement in the transaction and return its rows."""
+        ...
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the transaction has committed (never if it rolls back)."""
+        ...
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """One received message. `receipt` is opaque outside the backend that produced it."""
+
+    queue: str
+    body: bytes
+    delivery_count: int
+    receipt: Any
+
+
+class QueueStats(msgspec.Struct, frozen=True):
+    """Depth of a queue: messages waiting, and messages received but not yet acknowledged."""
+
+    queue: str
+    ready: int
+    in_flight: int
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """What a dead-letter queue holds: the original body, where it came from, and why."""
+
+    source_queue: str
+    reason: str
+    delivery_count: int
+    body: str
+
+
+def dead_letter_queue(queue: str) -> str:
+    """The dead-letter queue that belongs to `queue`."""
+    return f"{queue}_dlq"
+
+
+class Broker(abc.ABC):
+    """At-least-once queues. Thread-safe: backends keep per-thread connections internally."""
+
+    #: True when `within=` joins the database transaction itself (the outbox for free);
+    #: False when the backend acts after commit and a sweeper must cover a lost publish.
+    transactional: bool = False
+
+    def __init__(self, *, max_deliveries: int = 5) -> None:
+        # A message delivered this many times without an ack is dead-lettered, not retried.
+        self.max_deliveries = max_deliveries
+
+    @abc.abstractmethod
+    def ensure_queue(self, queue: str) -> None:
+        """Create `queue` (and its dead-letter queue) if missing. Idempotent."""
+
+    @abc.abstractmethod
+    def send_batch(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        *,
+        delay: float = 0.0,
+        within: Transaction | None = None,
+    ) -> None:
+        """Enqueue `bodies` in order, invisible for `delay` seconds.
+
+        With `within`, the messages become visible only if that transaction commits.
+        """
+
+    def send(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        delay: float = 0.0,
+        within: Transaction | None = None,
+    ) -> None:
+        """Enqueue one message (see `send_batch`)."""
+        self.send_batch(queue, [body], delay=delay, within=within)
+
+    @abc.abstractmethod
+    def receive(
+        self,
+        queue: str,
+        *,
+        max_messages: int = 1,
+        visibility_timeout: float = 30.0,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        """Take up to `max_messages`, hidden from other consumers for `visibility_timeout`.
+
+        Blocks up to `wait` seconds when the queue is empty, waking as soon as a message
+        arrives. A message over `max_deliveries` is dead-lettered instead of returned.
+        """
+
+    @abc.abstractmethod
+    def ack(self, delivery: Delivery, *, within: Transaction | None = None) -> None:
+        """Remove a processed message for good (after `within` commits, if given)."""
+
+    @abc.abstractmethod
+    def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
+        """Send `body` to `queue` and ack `delivery`: atomically where the backend can.
+
+        Where it cannot, the reply is confirmed before the ack, so a crash between the two
+        repeats the reply (at least once) rather than losing it.
+        """
+
+    @abc.abstractmethod
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        """Give the message back to the queue, visible again after `delay` seconds."""
+
+    @abc.abstractmethod
+    def extend_visibility(self, delivery: Delivery, seconds: float) -> None:
+        """Keep a message being worked on hidden for `seconds` more from now."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move a message that can never be processed to the dead-letter queue, with why."""
+
+    @abc.abstractmethod
+    def queue_stats(self, queue: str) -> QueueStats:
+        """Current depth of `queue`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections. The broker is unusable afterwards."""
+
+    def wake(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Interrupt blocked `receive` calls so consumers can notice a shutdown promptly."""
+
+
+class BrokerError(Exception):
+    """A broker operation failed; `recoverable` says whether retrying later can succeed."""
+
+    def __init__(self, message: str, *, recoverable: bool = True) -> None:
+        super().__init__(message)
+        self.recoverable = recoverable

@@ -1,0 +1,131 @@
+"""Wire messages between clients, the orchestrator and workers.
+
+Frozen msgspec Structs in one tagged union, so a queue can carry any of them and a decoder
+built once tells them apart. New fields must get defaults (schema evolution): an older
+peer then still decodes a newer message.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+ORCHESTRATION_RESULTS_QUEUE = "orchestration_step_results"
+ORCHESTRATION_TASK_REQUESTS_QUEUE = "orchestration_task_requests"
+
+
+def worker_queue(namespace: str) -> str:
+    """The queue a namespace's workers consume (Tasker's name for it)."""
+    return f"worker_{namespace}_queue"
+
+
+class WireMessage(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fields=False):
+    """Base of every message on a queue."""
+
+
+class HandlerSpec(msgspec.Struct, frozen=True):
+    """Which code runs a step: the template's `handler` block."""
+
+    callable: str
+    method: str = "call"
+    initialization: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class StepMessage(WireMessage, frozen=True, tag="step"):
+    """Orchestrator -> worker: run one attempt of one step.
+
+    Everything the handler needs travels in the message, so a worker needs only the broker.
+    `attempt` is the fence: a result is applied only for the attempt it answers.
+    """
+
+    task_uuid: UUID
+    step_uuid: UUID
+    namespace: str
+    task_name: str
+    task_version: str
+    step_name: str
+    handler: HandlerSpec
+    attempt: int
+    max_attempts: int
+    retryable: bool
+    input_data: dict[str, Any]
+    dependency_results: dict[str, Any] = msgspec.field(default_factory=dict)
+    timeout_seconds: float | None = None
+    correlation_id: str | None = None
+    trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+    step_inputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None
+
+
+class StepError(msgspec.Struct, frozen=True):
+    """Why an attempt failed, as the handler (or the worker on its behalf) reported it."""
+
+    message: str
+    error_type: str = "handler_error"
+    retryable: bool = True
+    error_code: str | None = None
+    retry_after_seconds: float | None = None
+    backtrace: list[str] = msgspec.field(default_factory=list)
+
+
+class StepResultMessage(WireMessage, frozen=True, tag="step_result"):
+    """Worker -> orchestrator: the outcome of one attempt of one step."""
+
+    task_uuid: UUID
+    step_uuid: UUID
+    attempt: int
+    status: Literal["success", "failure"]
+    started_at: datetime
+    finished_at: datetime
+    worker_id: str
+    result: Any = None
+    error: StepError | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    correlation_id: str | None = None
+    trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class TaskRequestMessage(WireMessage, frozen=True, tag="task_request"):
+    """Client -> orchestrator: create and run a task from a registered template.
+
+    The client picks `task_uuid` (UUIDv7) so it can wait for the task without a reply queue.
+    """
+
+    task_uuid: UUID
+    namespace: str
+    name: str
+    version: str
+    context: dict[str, Any] = msgspec.field(default_factory=dict)
+    initiator: str | None = None
+    source_system: str | None = None
+    reason: str | None = None
+    tags: list[str] = msgspec.field(default_factory=list)
+    priority: int = 0
+    correlation_id: str | None = None
+    idempotency_key: str | None = None
+
+
+AnyMessage = StepMessage | StepResultMessage | TaskRequestMessage
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyMessage)
+
+
+class UndecodableMessage(Exception):
+    """A body that is not a valid wire message; carries the decoder's reason."""
+
+
+def encode(message: WireMessage) -> bytes:
+    """Serialize a wire message to JSON bytes."""
+    return _encoder.encode(message)
+
+
+def decode(body: bytes) -> AnyMessage:
+    """Parse JSON bytes into the wire message they hold, or raise UndecodableMessage."""
+    try:
+        return _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UndecodableMessage(str(exc)) from exc

@@ -1,0 +1,76 @@
+"""Database access: a connection pool and the unit of work other layers join.
+
+The unit of work implements `messaging.broker.Transaction`, so a transactional broker can
+send its messages in the same commit as the state change that causes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+
+class UnitOfWork:
+    """One open transaction on one connection, plus callbacks to run after it commits."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+        self._after_commit: list[Callable[[], None]] = []
+
+    def execute_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement in this transaction and return its rows (empty if none)."""
+        with self.connection.cursor() as cursor:
+            cursor.execute(query, params)  # type: ignore[arg-type]
+            return cursor.fetchall() if cursor.description else []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Queue `callback` to run once this transaction has committed."""
+        self._after_commit.append(callback)
+
+    def run_after_commit(self) -> None:
+        for callback in self._after_commit:
+            callback()
+        self._after_commit.clear()
+
+
+class Database:
+    """A pool of connections to the database that is the source of truth."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+        self.url = url
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=True,
+            # Autocommit: every unit of work opens an explicit BEGIN/COMMIT block.
+            kwargs={"autocommit": True},
+            name="tasker",
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """A unit of work that commits on success and rolls back on any exception.
+
+        After-commit callbacks run outside the transaction, once it is durable.
+        """
+        with self._pool.connection() as connection:
+            unit = UnitOfWork(connection)
+            with connection.transaction():
+                yield unit
+        unit.run_after_commit()
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    """A single dedicated connection (for LISTEN, migrations and tooling)."""
+    return psycopg.connect(url, autocommit=autocommit)
