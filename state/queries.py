@@ -1,0 +1,92 @@
+"""Named SQL statements of the state repository (the functions they call are migrations)."""
+
+UPSERT_TEMPLATE = """
+INSERT INTO tasker.task_templates (template_uuid, namespace, name, version, definition)
+VALUES (%s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (namespace, name, version)
+DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()
+RETURNING template_uuid
+"""
+
+GET_TEMPLATE = """
+SELECT template_uuid, definition::text FROM tasker.task_templates
+ WHERE namespace = %s AND name = %s AND version = %s
+"""
+
+LIST_TEMPLATES = """
+SELECT namespace, name, version FROM tasker.task_templates ORDER BY namespace, name, version
+"""
+
+CREATE_TASK = "SELECT created, status, ready_steps FROM tasker.create_task(%s, %s, %s)"
+
+CLAIM_STEPS = """
+SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, timeout_seconds,
+       namespace, task_name, task_version, context, correlation_id, dependency_results
+  FROM tasker.claim_steps(%s::uuid[])
+"""
+
+APPLY_STEP_RESULT = """
+SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, finalize
+  FROM tasker.apply_step_result(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+FINALIZE_TASK = "SELECT finalized, status FROM tasker.finalize_task(%s)"
+
+TRANSITION_TASK = "SELECT applied, actual_state FROM tasker.transition_task(%s, %s, %s, %s)"
+
+TRANSITION_STEP = "SELECT applied, actual_state FROM tasker.transition_step(%s, %s, %s, %s)"
+
+DUE_RETRY_STEPS = """
+SELECT step_uuid FROM tasker.workflow_steps
+ WHERE state = 'waiting_for_retry' AND next_retry_at <= clock_timestamp()
+ ORDER BY next_retry_at LIMIT %s
+"""
+
+NEXT_RETRY_AT = """
+SELECT min(next_retry_at) FROM tasker.workflow_steps WHERE state = 'waiting_for_retry'
+"""
+
+# Tasks that a crash may have left between pipeline stages: ready work not yet claimed
+# (enqueuing_steps) or all steps done but not finalized (evaluating_results / blocked).
+TASKS_NEEDING_ATTENTION = """
+SELECT task_uuid, status FROM tasker.tasks
+ WHERE status IN ('enqueuing_steps', 'evaluating_results', 'blocked_by_failures',
+                  'waiting_for_dependencies')
+   AND updated_at < clock_timestamp() - interval '2 seconds'
+ ORDER BY updated_at LIMIT %s
+"""
+
+READY_STEPS_OF_TASK = """
+SELECT s.step_uuid FROM tasker.workflow_steps s
+ WHERE s.task_uuid = %s AND s.state = 'pending' AND tasker.parents_satisfied(s.step_uuid)
+ ORDER BY s.position
+"""
+
+GET_TASK = """
+SELECT task_uuid, namespace, name, version, status, context, initiator, source_system, reason,
+       priority, tags, correlation_id, total_steps, pending_steps, in_flight_steps,
+       done_steps, failed_steps, created_at, updated_at, completed_at
+  FROM tasker.tasks WHERE task_uuid = %s
+"""
+
+GET_TASK_STEPS = """
+SELECT s.step_uuid, s.task_uuid, s.name, s.state, s.attempts, s.max_attempts, s.retryable,
+       s.results, s.last_error,
+       coalesce((SELECT array_agg(p.name ORDER BY p.position)
+                   FROM tasker.workflow_step_edges e
+                   JOIN tasker.workflow_steps p ON p.step_uuid = e.from_step_uuid
+                  WHERE e.to_step_uuid = s.step_uuid), '{}'),
+       s.created_at, s.updated_at, s.completed_at, s.last_attempted_at, s.last_failure_at,
+       s.next_retry_at
+  FROM tasker.workflow_steps s WHERE s.task_uuid = %s ORDER BY s.position
+"""
+
+STEP_TRANSITIONS = """
+SELECT from_state, to_state, metadata, sort_key, most_recent, created_at
+  FROM tasker.workflow_step_transitions WHERE step_uuid = %s ORDER BY sort_key
+"""
+
+TASK_TRANSITIONS = """
+SELECT from_state, to_state, metadata, sort_key, most_recent, created_at
+  FROM tasker.task_transitions WHERE task_uuid = %s ORDER BY sort_key
+"""

@@ -1,0 +1,119 @@
+"""Typed records the repository returns: what the pipeline and the CLI read from state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+
+class TaskCreation(msgspec.Struct, frozen=True):
+    """Outcome of creating a task: `created` is False when the task already existed."""
+
+    task_uuid: UUID
+    created: bool
+    status: str
+    ready_steps: tuple[UUID, ...]
+
+
+class ClaimedStep(msgspec.Struct, frozen=True):
+    """A step just moved to `enqueued`, with everything a worker needs to run it."""
+
+    step_uuid: UUID
+    task_uuid: UUID
+    name: str
+    handler: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    retryable: bool
+    timeout_seconds: float | None
+    namespace: str
+    task_name: str
+    task_version: str
+    context: dict[str, Any]
+    correlation_id: str | None
+    dependency_results: dict[str, Any]
+
+
+class ResultOutcome(msgspec.Struct, frozen=True):
+    """What applying a step result did.
+
+    `outcome` is `applied`, `duplicate` (this attempt was already applied), `stale` (the
+    result answers an older attempt) or `unknown_step`; only `applied` changed anything.
+    """
+
+    outcome: str
+    task_uuid: UUID | None
+    step_state: str | None
+    task_status: str | None
+    ready_steps: tuple[UUID, ...]
+    next_retry_at: datetime | None
+    finalize: bool
+
+
+class FinalizeOutcome(msgspec.Struct, frozen=True):
+    task_uuid: UUID
+    finalized: bool
+    status: str | None
+
+
+class StepView(msgspec.Struct, frozen=True):
+    """A step as operators and clients see it (Tasker's field names)."""
+
+    step_uuid: UUID
+    task_uuid: UUID
+    name: str
+    current_state: str
+    attempts: int
+    max_attempts: int
+    retryable: bool
+    results: Any
+    last_error: Any
+    dependencies: list[str]
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    last_attempted_at: datetime | None
+    last_failure_at: datetime | None
+    next_retry_at: datetime | None
+
+
+class TaskView(msgspec.Struct, frozen=True):
+    """A task with its step counts and steps (Tasker's field names)."""
+
+    task_uuid: UUID
+    namespace: str
+    name: str
+    version: str
+    status: str
+    context: dict[str, Any]
+    initiator: str | None
+    source_system: str | None
+    reason: str | None
+    priority: int
+    tags: list[str]
+    correlation_id: str | None
+    total_steps: int
+    pending_steps: int
+    in_progress_steps: int
+    completed_steps: int
+    failed_steps: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    steps: list[StepView]
+
+    @property
+    def completion_percentage(self) -> float:
+        return 100.0 * self.completed_steps / self.total_steps if self.total_steps else 100.0
+
+
+class TransitionRecord(msgspec.Struct, frozen=True):
+    from_state: str | None
+    to_state: str
+    metadata: dict[str, Any]
+    sort_key: int
+    most_recent: bool
+    created_at: datetime

@@ -1,0 +1,277 @@
+"""The state repository: one typed method per domain operation on tasks and steps.
+
+Hot-path operations are single calls of the server-side functions in `state/migrations/`
+(one round trip each) and run inside a caller's unit of work, so a broker can join the same
+transaction. SQL text lives in `state/queries.py`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg.types.json import Jsonb
+
+from tasker.ids import new_id
+from tasker.state import queries
+from tasker.state.db import Database, UnitOfWork
+from tasker.state.errors import (
+    IllegalTransitionError,
+    StaleTransitionError,
+    TaskNotFoundError,
+    TemplateNotFoundError,
+)
+from tasker.state.records import (
+    ClaimedStep,
+    FinalizeOutcome,
+    ResultOutcome,
+    StepView,
+    TaskCreation,
+    TaskView,
+    TransitionRecord,
+)
+from tasker.state.states import StepState, TaskState, step_sources, task_sources
+from tasker.state.templates import TaskTemplate, template_from_json, template_to_json
+
+
+class RetryDefaults(msgspec.Struct, frozen=True):
+    """Global retry settings that fill whatever a template's `retry` block leaves out."""
+
+    max_attempts: int = 3
+    backoff: str = "exponential"
+    backoff_base_ms: int = 1000
+    max_backoff_ms: int = 30000
+    jitter: float = 0.1
+
+
+class RegisteredTemplate(msgspec.Struct, frozen=True):
+    template_uuid: UUID
+    template: TaskTemplate
+
+
+class TaskSpec(msgspec.Struct, frozen=True):
+    """What a client asks for when it creates a task."""
+
+    task_uuid: UUID
+    context: dict[str, Any] = msgspec.field(default_factory=dict)
+    initiator: str | None = None
+    source_system: str | None = None
+    reason: str | None = None
+    tags: list[str] = msgspec.field(default_factory=list)
+    priority: int = 0
+    correlation_id: str | None = None
+    idempotency_key: str | None = None
+
+
+class StateRepository:
+    """Reads and guarded writes of templates, tasks and steps."""
+
+    def __init__(self, database: Database, retry_defaults: RetryDefaults | None = None) -> None:
+        self.database = database
+        self.retry_defaults = retry_defaults or RetryDefaults()
+
+    # Templates ---------------------------------------------------------------------------
+
+    def register_template(self, template: TaskTemplate) -> UUID:
+        """Store (or replace) a template under its namespace, name and version."""
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(
+                queries.UPSERT_TEMPLATE,
+                (
+                    new_id(),
+                    template.namespace_name,
+                    template.name,
+                    template.version,
+                    template_to_json(template).decode(),
+                ),
+            )
+        return UUID(str(rows[0][0]))
+
+    def get_template(self, namespace: str, name: str, version: str) -> RegisteredTemplate:
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(queries.GET_TEMPLATE, (namespace, name, version))
+        if not rows:
+            raise TemplateNotFoundError(namespace, name, version)
+        return RegisteredTemplate(rows[0][0], template_from_json(rows[0][1].encode()))
+
+    def list_templates(self) -> list[tuple[str, str, str]]:
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(queries.LIST_TEMPLATES)
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    # Pipeline ------------------------------------------------------------------------------
+
+    def create_task(
+        self, unit: UnitOfWork, registered: RegisteredTemplate, spec: TaskSpec
+    ) -> TaskCreation:
+        """Create a task with its steps and edges; a repeated task_uuid is a no-op."""
+        template = registered.template
+        step_ids = {step.name: new_id() for step in template.steps}
+        task = {
+            **msgspec.structs.asdict(spec),
+            "task_uuid": str(spec.task_uuid),
+            "template_uuid": str(registered.template_uuid),
+            "namespace": template.namespace_name,
+            "name": template.name,
+            "version": template.version,
+        }
+        steps = [self._step_row(template, index, step_ids) for index in range(len(template.steps))]
+        edges = [
+            {"from_step_uuid": str(step_ids[parent]), "to_step_uuid": str(step_ids[step.name])}
+            for step in template.steps
+            for parent in step.dependencies
+        ]
+        row = unit.execute_sql(queries.CREATE_TASK, (Jsonb(task), Jsonb(steps), Jsonb(edges)))[0]
+        return TaskCreation(spec.task_uuid, row[0], row[1], tuple(row[2]))
+
+    def _step_row(
+        self, template: TaskTemplate, index: int, step_ids: dict[str, UUID]
+    ) -> dict[str, Any]:
+        step = template.steps[index]
+        defaults = self.retry_defaults
+        retry = step.retry.resolved(
+            defaults.max_attempts,
+            defaults.backoff,  # type: ignore[arg-type]
+            defaults.backoff_base_ms,
+            defaults.max_backoff_ms,
+        )
+        return {
+            "step_uuid": str(step_ids[step.name]),
+            "name": step.name,
+            "position": index,
+            "step_type": step.type,
+            "handler": msgspec.to_builtins(step.handler),
+            "retryable": retry.retryable,
+            "max_attempts": retry.max_attempts,
+            "backoff": retry.backoff,
+            "backoff_base_ms": retry.backoff_base_ms,
+            "max_backoff_ms": retry.max_backoff_ms,
+            "timeout_seconds": step.timeout_seconds,
+        }
+
+    def claim_steps(self, unit: UnitOfWork, step_uuids: Sequence[UUID]) -> list[ClaimedStep]:
+        """Move the given steps that are still ready to `enqueued`, counting the attempt."""
+        rows = unit.execute_sql(queries.CLAIM_STEPS, (list(step_uuids),))
+        return [ClaimedStep(*row) for row in rows]
+
+    def apply_step_result(
+        self,
+        unit: UnitOfWork,
+        *,
+        step_uuid: UUID,
+        attempt: int,
+        success: bool,
+        result: Any,
+        error: dict[str, Any] | None,
+        started_at: datetime,
+        finished_at: datetime,
+        worker_id: str,
+    ) -> ResultOutcome:
+        """Apply one attempt's outcome (once); report newly ready steps and what's next."""
+        row = unit.execute_sql(
+            queries.APPLY_STEP_RESULT,
+            (
+                step_uuid,
+                attempt,
+                success,
+                Jsonb(result),
+                Jsonb(error) if error is not None else None,
+                started_at,
+                finished_at,
+                worker_id,
+                self.retry_defaults.jitter,
+                random.random(),
+            ),
+        )[0]
+        return ResultOutcome(row[0], row[1], row[2], row[3], tuple(row[4]), row[5], row[6])
+
+    def finalize_task(self, unit: UnitOfWork, task_uuid: UUID) -> FinalizeOutcome:
+        """Complete a task whose steps are all done, or fail one blocked by failures."""
+        row = unit.execute_sql(queries.FINALIZE_TASK, (task_uuid,))[0]
+        return FinalizeOutcome(task_uuid, row[0], row[1])
+
+    def due_retry_steps(self, limit: int = 500) -> list[UUID]:
+        """Steps whose backoff has elapsed, oldest first."""
+        with self.database.transaction() as unit:
+            return [row[0] for row in unit.execute_sql(queries.DUE_RETRY_STEPS, (limit,))]
+
+    def next_retry_at(self) -> datetime | None:
+        """When the earliest waiting retry falls due (None when nothing waits)."""
+        with self.database.transaction() as unit:
+            return unit.execute_sql(queries.NEXT_RETRY_AT)[0][0]  # type: ignore[no-any-return]
+
+    def unfinished_tasks_needing_attention(self, limit: int = 500) -> list[tuple[UUID, str]]:
+        """Active tasks left mid-pipeline (e.g. by a crash): ready work or finalization."""
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(queries.TASKS_NEEDING_ATTENTION, (limit,))
+        return [(row[0], row[1]) for row in rows]
+
+    def ready_steps_of(self, task_uuid: UUID) -> list[UUID]:
+        with self.database.transaction() as unit:
+            return [row[0] for row in unit.execute_sql(queries.READY_STEPS_OF_TASK, (task_uuid,))]
+
+    # Guarded transitions -------------------------------------------------------------------
+
+    def transition_task(
+        self, unit: UnitOfWork, task_uuid: UUID, target: TaskState, **metadata: Any
+    ) -> TaskState:
+        """Move a task to `target` from any state the table allows; return the old state."""
+        expected = task_sources(target)
+        row = unit.execute_sql(
+            queries.TRANSITION_TASK, (task_uuid, sorted(expected), target.value, Jsonb(metadata))
+        )[0]
+        return TaskState(self._checked("task", task_uuid, row, expected, target.value))
+
+    def transition_step(
+        self,
+        unit: UnitOfWork,
+        step_uuid: UUID,
+        target: StepState,
+        *,
+        expected: frozenset[StepState] | None = None,
+        **metadata: Any,
+    ) -> StepState:
+        """Move a step to `target` (from `expected`, default: all allowed sources)."""
+        allowed = step_sources(target)
+        sources = allowed if expected is None else expected
+        if not sources <= allowed:
+            illegal = sorted(sources - allowed)[0]
+            raise IllegalTransitionError("step", step_uuid, illegal, target.value)
+        row = unit.execute_sql(
+            queries.TRANSITION_STEP, (step_uuid, sorted(sources), target.value, Jsonb(metadata))
+        )[0]
+        return StepState(self._checked("step", step_uuid, row, sources, target.value))
+
+    @staticmethod
+    def _checked(
+        kind: str, uuid: UUID, row: tuple[Any, ...], expected: frozenset[Any], target: str
+    ) -> str:
+        applied, actual = row
+        if not applied:
+            raise StaleTransitionError(kind, uuid, frozenset(map(str, expected)), actual, target)
+        return str(actual)
+
+    # Reads ---------------------------------------------------------------------------------
+
+    def get_task(self, task_uuid: UUID) -> TaskView:
+        with self.database.transaction() as unit:
+            task_rows = unit.execute_sql(queries.GET_TASK, (task_uuid,))
+            if not task_rows:
+                raise TaskNotFoundError(task_uuid)
+            step_rows = unit.execute_sql(queries.GET_TASK_STEPS, (task_uuid,))
+        steps = [StepView(*row) for row in step_rows]
+        return TaskView(*task_rows[0], steps=steps)
+
+    def step_transitions(self, step_uuid: UUID) -> list[TransitionRecord]:
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(queries.STEP_TRANSITIONS, (step_uuid,))
+        return [TransitionRecord(*row) for row in rows]
+
+    def task_transitions(self, task_uuid: UUID) -> list[TransitionRecord]:
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(queries.TASK_TRANSITIONS, (task_uuid,))
+        return [TransitionRecord(*row) for row in rows]
