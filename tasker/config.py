@@ -31,6 +31,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     handlers: tuple[str, ...] = ()
     concurrency: int = msgspec.field(default=4)
     shutdown_grace_seconds: float = 30.0
+    # Compatibility layers the worker enables ("tasker-core": import tasker_core handlers).
+    compat: tuple[str, ...] = ()
     # Messaging
     visibility_timeout_seconds: float = 30.0
     poll_interval_seconds: float = 1.0
@@ -73,7 +75,7 @@ def _require_positive(config: Config, *names: str) -> None:
             raise ConfigError(name, f"must be positive, got {getattr(config, name)!r}")
 
 
-_LIST_FIELDS = {"namespaces", "handlers"}
+_LIST_FIELDS = {"namespaces", "handlers", "compat"}
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

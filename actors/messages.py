@@ -1,0 +1,51 @@
+"""Messages the orchestrator's actors tell each other (frozen, typed, never shared state)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from tasker.messaging.broker import Delivery
+from tasker.messaging.messages import StepResultMessage, TaskRequestMessage
+
+
+class ActorMessage(msgspec.Struct, frozen=True):
+    """Base of every actor message."""
+
+
+class TaskRequestReceived(ActorMessage, frozen=True):
+    """A client asked for a task; `delivery` is acked when the task is created."""
+
+    delivery: Delivery
+    request: TaskRequestMessage
+
+
+class StepResultReceived(ActorMessage, frozen=True):
+    """A worker reported an attempt; `delivery` is acked when the result is applied."""
+
+    delivery: Delivery
+    result: StepResultMessage
+
+
+class EnqueueSteps(ActorMessage, frozen=True):
+    """These steps were found ready: claim them and send them to their workers."""
+
+    step_uuids: tuple[UUID, ...]
+
+
+class FinalizeTask(ActorMessage, frozen=True):
+    """This task may be finished: complete it or fail it."""
+
+    task_uuid: UUID
+
+
+class RetryDue(ActorMessage, frozen=True):
+    """A step waits for retry until `at`: look again for due retries then."""
+
+    at: datetime
+
+
+class Sweep(ActorMessage, frozen=True):
+    """Periodic safety net: due retries and tasks left between stages (e.g. by a crash)."""

@@ -1,0 +1,130 @@
+"""The orchestrator process: wires the actors, their inbox pumps and the supervisor."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import pykka
+
+from tasker.actors.inbox import InboxPump
+from tasker.actors.messages import ActorMessage, StepResultReceived, TaskRequestReceived
+from tasker.actors.result_processor import ResultProcessor
+from tasker.actors.step_discovery import StepDiscovery
+from tasker.actors.step_enqueuer import StepEnqueuer
+from tasker.actors.supervisor import Supervisor
+from tasker.actors.task_finalizer import TaskFinalizer
+from tasker.actors.task_initializer import TaskInitializer
+from tasker.config import Config
+from tasker.messaging.broker import Broker, Delivery
+from tasker.messaging.messages import (
+    ORCHESTRATION_RESULTS_QUEUE,
+    ORCHESTRATION_TASK_REQUESTS_QUEUE,
+    AnyMessage,
+    StepResultMessage,
+    TaskRequestMessage,
+)
+from tasker.state.db import Database
+from tasker.state.repository import StateRepository
+
+log = logging.getLogger(__name__)
+
+
+def _as_task_request(delivery: Delivery, message: AnyMessage) -> ActorMessage | None:
+    if isinstance(message, TaskRequestMessage):
+        return TaskRequestReceived(delivery, message)
+    return None
+
+
+def _as_step_result(delivery: Delivery, message: AnyMessage) -> ActorMessage | None:
+    if isinstance(message, StepResultMessage):
+        return StepResultReceived(delivery, message)
+    return None
+
+
+class Orchestrator:
+    """All orchestration actors of one process; any number may share a database."""
+
+    def __init__(self, config: Config, broker: Broker, database: Database) -> None:
+        self.config = config
+        self.broker = broker
+        self.database = database
+        self.repository = StateRepository(database, retry_defaults_from(config))
+        self.actors: list[pykka.ActorRef[Any]] = []
+        self.pumps: list[InboxPump] = []
+
+    def start(self) -> Supervisor:
+        for queue in (ORCHESTRATION_TASK_REQUESTS_QUEUE, ORCHESTRATION_RESULTS_QUEUE):
+            self.broker.ensure_queue(queue)
+        self._start_actors()
+        for pump in self.pumps:
+            pump.start()
+        return Supervisor(self.actors, self.pumps)
+
+    def _start_actors(self) -> None:
+        broker, database, repository = self.broker, self.database, self.repository
+        enqueuer = StepEnqueuer.start(broker, database, repository)
+        finalizer = TaskFinalizer.start(broker, database, repository)
+        discovery = StepDiscovery.start(
+            broker,
+            repository,
+            enqueuer=enqueuer,
+            finalizer=finalizer,
+            sweep_interval=self.config.sweep_interval_seconds,
+        )
+        results = ResultProcessor.start(
+            broker, database, repository,
+            enqueuer=enqueuer, finalizer=finalizer, discovery=discovery,
+        )
+        initializer = TaskInitializer.start(broker, database, repository, enqueuer)
+        self.actors = [enqueuer, finalizer, discovery, results, initializer]
+        self.pumps = [
+            self._pump(ORCHESTRATION_TASK_REQUESTS_QUEUE, initializer, _as_task_request),
+            self._pump(ORCHESTRATION_RESULTS_QUEUE, results, _as_step_result),
+        ]
+
+    def _pump(self, queue: str, target: pykka.ActorRef[Any], translate: Any) -> InboxPump:
+        return InboxPump(
+            self.broker,
+            queue,
+            target,
+            translate,
+            max_in_flight=self.config.batch_size,
+            visibility_timeout=self.config.visibility_timeout_seconds,
+            wait=self.config.poll_interval_seconds,
+        )
+
+    def stop(self) -> None:
+        for pump in self.pumps:
+            pump.stop()
+        self.broker.wake()
+        for pump in self.pumps:
+            pump.join(timeout=self.config.poll_interval_seconds + 5)
+        for actor in reversed(self.actors):
+            actor.stop(block=True, timeout=10)
+
+
+def retry_defaults_from(config: Config) -> Any:
+    from tasker.state.repository import RetryDefaults
+
+    return RetryDefaults(
+        max_attempts=config.default_max_attempts,
+        backoff=config.default_backoff,
+        backoff_base_ms=config.default_backoff_base_ms,
+        max_backoff_ms=config.default_max_backoff_ms,
+        jitter=config.backoff_jitter,
+    )
+
+
+def run_orchestrator(config: Config, broker: Broker, database: Database) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until a component dies (non-zero)."""
+    orchestrator = Orchestrator(config, broker, database)
+    supervisor = orchestrator.start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: supervisor.request_stop())
+    log.info("orchestrator running (broker %s)", config.broker)
+    code = supervisor.watch()
+    orchestrator.stop()
+    log.info("orchestrator stopped (exit %d)", code)
+    return code

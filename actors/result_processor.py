@@ -1,0 +1,75 @@
+"""Result processing: apply a worker's report once, then say what happens next.
+
+The state change and the ack of the result message share one transaction where the broker
+allows it; a redelivered result finds its attempt already applied and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pykka
+
+from tasker.actors.guarded import GuardedActor
+from tasker.actors.messages import EnqueueSteps, FinalizeTask, RetryDue, StepResultReceived
+from tasker.messaging.broker import Broker
+from tasker.state.db import Database
+from tasker.state.records import ResultOutcome
+from tasker.state.repository import StateRepository
+
+log = logging.getLogger(__name__)
+
+
+class ResultProcessor(GuardedActor):
+    def __init__(
+        self,
+        broker: Broker,
+        database: Database,
+        repository: StateRepository,
+        *,
+        enqueuer: pykka.ActorRef[Any],
+        finalizer: pykka.ActorRef[Any],
+        discovery: pykka.ActorRef[Any],
+    ) -> None:
+        super().__init__(broker)
+        self.database = database
+        self.repository = repository
+        self.enqueuer = enqueuer
+        self.finalizer = finalizer
+        self.discovery = discovery
+
+    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+        return {StepResultReceived: self.process}
+
+    def process(self, message: StepResultReceived) -> None:
+        result = message.result
+        error = msgspec.to_builtins(result.error) if result.error is not None else None
+        with self.database.transaction() as unit:
+            outcome = self.repository.apply_step_result(
+                unit,
+                step_uuid=result.step_uuid,
+                attempt=result.attempt,
+                success=result.status == "success",
+                result=result.result,
+                error=error,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                worker_id=result.worker_id,
+            )
+            self.broker.ack(message.delivery, within=unit)
+        self._follow_up(result.step_uuid, outcome)
+
+    def _follow_up(self, step_uuid: object, outcome: ResultOutcome) -> None:
+        if outcome.outcome != "applied":
+            log.info("result for step %s ignored: %s (state %s)",
+                     step_uuid, outcome.outcome, outcome.step_state)
+            return
+        if outcome.ready_steps:
+            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps))
+        if outcome.next_retry_at is not None:
+            self.discovery.tell(RetryDue(outcome.next_retry_at))
+        if outcome.finalize and outcome.task_uuid is not None:
+            self.finalizer.tell(FinalizeTask(outcome.task_uuid))

@@ -1,0 +1,76 @@
+"""Enqueueing: claim ready steps (state first) and send them to their namespace's workers.
+
+On a transactional broker (PGMQ) the send commits with the claim. Otherwise it follows
+the commit, and a step whose publish was lost stays `enqueued` until the sweeper resends it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from tasker.actors.guarded import GuardedActor
+from tasker.actors.messages import EnqueueSteps
+from tasker.messaging.broker import Broker
+from tasker.messaging.messages import HandlerSpec, StepMessage, encode, worker_queue
+from tasker.state.db import Database
+from tasker.state.records import ClaimedStep
+from tasker.state.repository import StateRepository
+
+log = logging.getLogger(__name__)
+
+
+def step_message(step: ClaimedStep) -> StepMessage:
+    """The message a worker needs to run one attempt of a claimed step."""
+    return StepMessage(
+        task_uuid=step.task_uuid,
+        step_uuid=step.step_uuid,
+        namespace=step.namespace,
+        task_name=step.task_name,
+        task_version=step.task_version,
+        step_name=step.name,
+        handler=msgspec.convert(step.handler, HandlerSpec),
+        attempt=step.attempt,
+        max_attempts=step.max_attempts,
+        retryable=step.retryable,
+        input_data=step.context,
+        dependency_results=step.dependency_results,
+        timeout_seconds=step.timeout_seconds,
+        correlation_id=step.correlation_id,
+    )
+
+
+class StepEnqueuer(GuardedActor):
+    def __init__(self, broker: Broker, database: Database, repository: StateRepository) -> None:
+        super().__init__(broker)
+        self.database = database
+        self.repository = repository
+        self._known_queues: set[str] = set()
+
+    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+        return {EnqueueSteps: self.enqueue}
+
+    def enqueue(self, message: EnqueueSteps) -> None:
+        with self.database.transaction() as unit:
+            claimed = self.repository.claim_steps(unit, message.step_uuids)
+            for queue, bodies in self._by_queue(claimed).items():
+                self._ensure(queue)
+                self.broker.send_batch(queue, bodies, within=unit)
+        if claimed:
+            log.debug("enqueued %s", ", ".join(f"{s.name}#{s.attempt}" for s in claimed))
+
+    @staticmethod
+    def _by_queue(claimed: list[ClaimedStep]) -> dict[str, list[bytes]]:
+        grouped: dict[str, list[bytes]] = defaultdict(list)
+        for step in claimed:
+            grouped[worker_queue(step.namespace)].append(encode(step_message(step)))
+        return grouped
+
+    def _ensure(self, queue: str) -> None:
+        if queue not in self._known_queues:
+            self.broker.ensure_queue(queue)
+            self._known_queues.add(queue)

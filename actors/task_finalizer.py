@@ -1,0 +1,31 @@
+"""Finalization: complete a task whose steps are all done, or fail one blocked by failures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from tasker.actors.guarded import GuardedActor
+from tasker.actors.messages import FinalizeTask
+from tasker.messaging.broker import Broker
+from tasker.state.db import Database
+from tasker.state.repository import StateRepository
+
+log = logging.getLogger(__name__)
+
+
+class TaskFinalizer(GuardedActor):
+    def __init__(self, broker: Broker, database: Database, repository: StateRepository) -> None:
+        super().__init__(broker)
+        self.database = database
+        self.repository = repository
+
+    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+        return {FinalizeTask: self.finalize}
+
+    def finalize(self, message: FinalizeTask) -> None:
+        with self.database.transaction() as unit:
+            outcome = self.repository.finalize_task(unit, message.task_uuid)
+        if outcome.finalized:
+            log.info("task %s finished: %s", message.task_uuid, outcome.status)

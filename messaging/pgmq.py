@@ -1,0 +1,343 @@
+"""PGMQ backend: queues are tables in the state database, so sends can join its transactions.
+
+Bodies are stored as jsonb. They go in as text cast to jsonb and come out as `message::text`,
+so psycopg never parses them; PostgreSQL does normalise them (key order, whitespace), so a
+body comes back equal as JSON, not byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolClosed
+
+from tasker.messaging.broker import (
+    Broker,
+    BrokerError,
+    DeadLetter,
+    Delivery,
+    QueueStats,
+    Transaction,
+    dead_letter_queue,
+)
+from tasker.messaging.pgmq_install import install_pgmq
+from tasker.messaging.pgmq_listener import QueueListener
+
+log = logging.getLogger(__name__)
+
+# PGMQ lower-cases names and builds table names from them, capped at 47 characters.
+_QUEUE_NAME = re.compile(r"[a-z0-9_]{1,47}")
+
+# Named queries. Every argument is cast, so PostgreSQL picks the intended pgmq overload.
+_READ = "SELECT msg_id, read_ct, message::text FROM pgmq.read(%s::text, %s::integer, %s::integer)"
+_SEND_BATCH = (
+    "SELECT pgmq.send_batch(%s::text, %s::text[]::jsonb[],"
+    " clock_timestamp() + make_interval(secs => %s::double precision))"
+)
+# Send one message and delete another in one statement: one round trip, one transaction.
+_SEND_AND_DELETE = "SELECT pgmq.send(%s::text, %s::jsonb), pgmq.delete(%s::text, %s::bigint)"
+# Delete rather than archive: the state tables already record every step's outcome, and an
+# archive would grow without bound unless something pruned it.
+_DELETE = "SELECT pgmq.delete(%s::text, %s::bigint)"
+_SET_VT = (
+    "SELECT msg_id FROM pgmq.set_vt(%s::text, %s::bigint,"
+    " clock_timestamp() + make_interval(secs => %s::double precision))"
+)
+_METRICS = "SELECT queue_length, queue_visible_length FROM pgmq.metrics(%s::text)"
+_QUEUE_LOCK = "SELECT pgmq.acquire_queue_lock(%s::text)"
+_CREATE = "SELECT pgmq.create(%s::text)"
+_NOTIFY_ENABLED = """
+SELECT EXISTS (
+    SELECT 1
+    FROM pgmq.notify_insert_throttle AS t
+    JOIN pg_trigger AS g
+      ON g.tgrelid = to_regclass(format('pgmq.%%I', pgmq.format_table_name(t.queue_name, 'q')))
+     AND g.tgname = 'trigger_notify_queue_insert_listeners'
+    WHERE t.queue_name = %s::text AND t.throttle_interval_ms = 0
+)
+"""
+# Throttle 0: PGMQ's default (250 ms) would add up to a quarter second to every hand-off.
+_ENABLE_NOTIFY = "SELECT pgmq.enable_notify_insert(%s::text, 0)"
+_NOTIFY = "SELECT pg_notify(%s::text, 'stop')"
+
+
+class PgmqBroker(Broker):
+    """Broker on PGMQ. `within=` runs in the caller's transaction: the outbox for free."""
+
+    transactional = True
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        max_deliveries: int = 5,
+        poll_interval: float = 1.0,
+        pool_size: int = 4,
+    ) -> None:
+        super().__init__(max_deliveries=max_deliveries)
+        self.database_url = database_url
+        # A waiting receive re-reads at least this often, covering messages that become
+        # visible without an insert (delays, expired leases) and any missed notification.
+        self.poll_interval = poll_interval
+        self._pool_size = pool_size
+        self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
+        self._listeners: dict[str, QueueListener] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- Broker interface ------------------------------------------------------------------
+
+    def ensure_queue(self, queue: str) -> None:
+        _check_queue_name(queue)
+        _check_queue_name(dead_letter_queue(queue))
+        with _translated(queue), self._ready_pool().connection() as connection:
+            # One lock per queue (PGMQ's own) so concurrent callers neither collide on
+            # CREATE TRIGGER nor needlessly drop and re-create a working trigger.
+            with connection.transaction():
+                connection.execute(_QUEUE_LOCK, (queue,))
+                connection.execute(_CREATE, (queue,))
+                connection.execute(_CREATE, (dead_letter_queue(queue),))
+                if not _fetch_flag(connection, _NOTIFY_ENABLED, (queue,)):
+                    connection.execute(_ENABLE_NOTIFY, (queue,))
+
+    def send_batch(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        *,
+        delay: float = 0.0,
+        within: Transaction | None = None,
+    ) -> None:
+        _check_queue_name(queue)
+        if not bodies:
+            return
+        texts = [_as_text(queue, body) for body in bodies]
+        self._execute(_SEND_BATCH, (queue, texts, max(0.0, delay)), queue=queue, within=within)
+
+    def receive(
+        self,
+        queue: str,
+        *,
+        max_messages: int = 1,
+        visibility_timeout: float = 30.0,
+        wait: float = 0.0,
+    ) -> list[Delivery]:
+        """See `Broker.receive`. PGMQ leases whole seconds: the timeout is rounded up."""
+        _check_queue_name(queue)
+        deadline = time.monotonic() + wait
+        listener = self._listener(queue) if wait > 0 else None
+        while True:
+            mark = listener.mark() if listener else None
+            deliveries = self._read_live(queue, max_messages, math.ceil(visibility_timeout))
+            remaining = deadline - time.monotonic()
+            if deliveries or listener is None or mark is None or remaining <= 0:
+                return deliveries
+            if listener.wait(mark, min(remaining, self.poll_interval)):
+                return []  # wake(): let the consumer look at its shutdown flag
+
+    def ack(self, delivery: Delivery, *, within: Transaction | None = None) -> None:
+        params = (delivery.queue, _message_id(delivery))
+        self._execute(_DELETE, params, queue=delivery.queue, within=within)
+
+    def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
+        _check_queue_name(queue)
+        params = (queue, _as_text(queue, body), delivery.queue, _message_id(delivery))
+        self._execute(_SEND_AND_DELETE, params, queue=queue)
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        self._set_visibility(delivery, delay)
+
+    def extend_visibility(self, delivery: Delivery, seconds: float) -> None:
+        if not self._set_visibility(delivery, seconds):
+            log.warning(
+                "could not extend visibility of message %s on %r: it is no longer queued",
+                delivery.receipt,
+                delivery.queue,
+            )
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._bury(delivery.queue, _message_id(delivery), delivery.body, delivery.delivery_count, reason)
+
+    def queue_stats(self, queue: str) -> QueueStats:
+        _check_queue_name(queue)
+        rows = self._execute(_METRICS, (queue,), queue=queue)
+        total, visible = rows[0]
+        return QueueStats(queue=queue, ready=visible, in_flight=total - visible)
+
+    def wake(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners.values())
+        for listener in listeners:
+            listener.wake()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listeners, self._listeners = list(self._listeners.values()), {}
+            pool = self._pool
+        for listener in listeners:
+            listener.stop()
+            if pool is not None:
+                self._notify_quietly(pool, listener)
+        for listener in listeners:
+            listener.join(timeout=5.0)
+        if pool is not None:
+            pool.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _ready_pool(self) -> ConnectionPool[psycopg.Connection[TupleRow]]:
+        """The connection pool, installing PGMQ and opening the pool on first use."""
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._closed:
+                raise BrokerError("the PGMQ broker is closed", recoverable=False)
+            if self._pool is None:
+                install_pgmq(self.database_url)
+                self._pool = ConnectionPool(
+                    self.database_url,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    kwargs={"autocommit": True},
+                    open=True,
+                    name="tasker-pgmq",
+                )
+            return self._pool
+
+    def _listener(self, queue: str) -> QueueListener:
+        with self._lock:
+            if self._closed:
+                raise BrokerError("the PGMQ broker is closed", recoverable=False)
+            listener = self._listeners.get(queue)
+            if listener is None:
+                with _translated(queue):
+                    listener = QueueListener(
+                        self.database_url, queue, retry_after=self.poll_interval
+                    )
+                self._listeners[queue] = listener
+            return listener
+
+    def _execute(
+        self,
+        query: str,
+        params: Sequence[Any],
+        *,
+        queue: str,
+        within: Transaction | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement: in the caller's transaction if given, else on a pooled connection."""
+        pool = self._ready_pool()  # installs PGMQ even when only `within` will be used
+        with _translated(queue):
+            if within is not None:
+                return within.execute_sql(query, params)
+            with pool.connection() as connection:
+                return connection.execute(query, params).fetchall()
+
+    def _read_live(self, queue: str, max_messages: int, lease: int) -> list[Delivery]:
+        """Read up to `max_messages`, dead-lettering (and replacing) those read too often."""
+        while True:
+            rows = self._execute(_READ, (queue, lease, max_messages), queue=queue)
+            live: list[Delivery] = []
+            for message_id, read_count, text in rows:
+                if read_count > self.max_deliveries:
+                    delivered = read_count - 1  # this read was not handed to anyone
+                    reason = f"not acknowledged after {delivered} deliveries"
+                    self._bury(queue, message_id, text.encode(), delivered, reason)
+                else:
+                    live.append(Delivery(queue, text.encode(), read_count, message_id))
+            if live or len(rows) == len(live):
+                return live
+
+    def _bury(self, queue: str, message_id: int, body: bytes, count: int, reason: str) -> None:
+        """Move a message to its dead-letter queue (send + delete in one statement)."""
+        letter = DeadLetter(
+            source_queue=queue, reason=reason, delivery_count=count, body=body.decode()
+        )
+        target = dead_letter_queue(queue)
+        params = (target, msgspec.json.encode(letter).decode(), queue, message_id)
+        self._execute(_SEND_AND_DELETE, params, queue=target)
+        log.warning("dead-lettered message %s from %r: %s", message_id, queue, reason)
+
+    def _set_visibility(self, delivery: Delivery, seconds: float) -> bool:
+        params = (delivery.queue, _message_id(delivery), max(0.0, seconds))
+        return bool(self._execute(_SET_VT, params, queue=delivery.queue))
+
+    def _notify_quietly(
+        self, pool: ConnectionPool[psycopg.Connection[TupleRow]], listener: QueueListener
+    ) -> None:
+        """Nudge a listener thread off its socket so close() need not wait for its timeout."""
+        try:
+            with pool.connection(timeout=2.0) as connection:
+                connection.execute(_NOTIFY, (listener.channel,))
+        except psycopg.Error as exc:
+            log.warning("could not nudge PGMQ listener for %r to stop: %s", listener.queue, exc)
+
+
+def _check_queue_name(queue: str) -> None:
+    if not _QUEUE_NAME.fullmatch(queue):
+        raise BrokerError(
+            f"invalid PGMQ queue name {queue!r}: use 1-47 lowercase letters, digits and "
+            "underscores (a queue's dead-letter queue adds 4 more)",
+            recoverable=False,
+        )
+
+
+def _message_id(delivery: Delivery) -> int:
+    if not isinstance(delivery.receipt, int):
+        raise BrokerError(
+            f"delivery from {delivery.queue!r} was not received from PGMQ "
+            f"(receipt {delivery.receipt!r})",
+            recoverable=False,
+        )
+    return delivery.receipt
+
+
+def _as_text(queue: str, body: bytes) -> str:
+    try:
+        return body.decode()
+    except UnicodeDecodeError as exc:
+        raise BrokerError(
+            f"message for queue {queue!r} is not UTF-8 JSON: {exc}", recoverable=False
+        ) from exc
+
+
+def _fetch_flag(connection: psycopg.Connection[Any], query: str, params: Sequence[Any]) -> bool:
+    row = connection.execute(query, params).fetchone()
+    return bool(row and row[0])
+
+
+@contextmanager
+def _translated(queue: str) -> Iterator[None]:
+    """Turn psycopg errors into BrokerError, saying whether a retry can help."""
+    try:
+        yield
+    except PoolClosed as exc:
+        raise BrokerError("the PGMQ broker is closed", recoverable=False) from exc
+    except psycopg.errors.UndefinedTable as exc:
+        raise BrokerError(
+            f"PGMQ queue {queue!r} does not exist: call ensure_queue({queue!r}) first ({exc})",
+            recoverable=False,
+        ) from exc
+    except psycopg.DataError as exc:
+        raise BrokerError(
+            f"PGMQ rejected data for queue {queue!r} (bodies must be JSON): {exc}",
+            recoverable=False,
+        ) from exc
+    except psycopg.OperationalError as exc:  # connection trouble, pool timeout, deadlock
+        raise BrokerError(f"PGMQ operation on {queue!r} failed, retry later: {exc}") from exc
+    except psycopg.Error as exc:
+        raise BrokerError(f"PGMQ operation on {queue!r} failed: {exc}", recoverable=False) from exc

@@ -1,0 +1,126 @@
+"""`tasker demo`: the example workflows, end to end, on real processes.
+
+With no database configured it starts an embedded PostgreSQL 16 (the `pgserver` wheel),
+installs the schema and PGMQ, runs one orchestrator and one worker as separate OS
+processes, submits the examples, shows their progress and results, and shuts down.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tasker.cli import render
+from tasker.cli.commands import CommandError, prepare_database, register_templates
+from tasker.config import Config, with_overrides
+from tasker.examples import TEMPLATE_DIRECTORY
+from tasker.state.templates import load_template_directory
+
+#: example name -> (template name, task context)
+EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
+    "linear": ("linear_workflow", {"even_number": 6}),
+    "diamond": ("diamond_workflow", {"even_number": 6}),
+}
+EXAMPLE_NAMESPACE = "examples"
+EXAMPLE_HANDLER_MODULES = "tasker.examples.linear,tasker.examples.diamond"
+
+
+def run_demo(workflows: list[str], config: Config) -> int:
+    unknown = sorted(set(workflows) - set(EXAMPLES))
+    if unknown:
+        raise CommandError(f"unknown example(s) {unknown}; choose from {sorted(EXAMPLES)}")
+    with _database(config) as url:
+        config = with_overrides(config, database_url=url, poll_interval_seconds=0.5)
+        print(f"database: {_redacted(url)}; broker: {config.broker}", flush=True)
+        prepare_database(config)
+        register_templates(config, load_template_directory(TEMPLATE_DIRECTORY))
+        with _processes(config):
+            return _submit_all(workflows, config)
+
+
+@contextmanager
+def _database(config: Config) -> Iterator[str]:
+    """The configured database, or an embedded one when TASKER_DATABASE_URL is unset."""
+    if "TASKER_DATABASE_URL" in os.environ or config.database_url != Config().database_url:
+        yield config.database_url
+        return
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="tasker-demo-") as directory:
+        print("starting an embedded PostgreSQL (pgserver)...", flush=True)
+        server = pgserver.get_server(directory, cleanup_mode="stop")
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()
+
+
+def _redacted(url: str) -> str:
+    return url.split("@", 1)[-1] if "@" in url else url
+
+
+@contextmanager
+def _processes(config: Config) -> Iterator[None]:
+    environment = {
+        **os.environ,
+        "TASKER_DATABASE_URL": config.database_url,
+        "TASKER_BROKER": config.broker,
+        "TASKER_RABBITMQ_URL": config.rabbitmq_url,
+        "TASKER_POLL_INTERVAL_SECONDS": str(config.poll_interval_seconds),
+    }
+    command = [sys.executable, "-m", "tasker", "--log-level", "WARNING"]
+    children = [
+        subprocess.Popen([*command, "orchestrator"], env=environment),
+        subprocess.Popen(
+            [*command, "worker", "--namespace", EXAMPLE_NAMESPACE,
+             "--handlers", EXAMPLE_HANDLER_MODULES],
+            env=environment,
+        ),
+    ]
+    print(f"started orchestrator (pid {children[0].pid}) and worker (pid {children[1].pid})")
+    try:
+        yield
+    finally:
+        _stop(children)
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            code = child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
+        print(f"process {child.pid} exited with {code}", flush=True)
+
+
+def _submit_all(workflows: list[str], config: Config) -> int:
+    from tasker.client import TaskerClient
+
+    client = TaskerClient(config)
+    failures = 0
+    try:
+        for workflow in workflows:
+            name, context = EXAMPLES[workflow]
+            started = time.perf_counter()
+            task_uuid = client.create_task(EXAMPLE_NAMESPACE, name, "1.0.0", context)
+            print(f"\n== {workflow}: task {task_uuid} submitted with context {context}")
+            view = client.wait(task_uuid, timeout=60, on_progress=render.progress_printer(sys.stdout))
+            print(render.task(view, "table"))
+            print(f"({(time.perf_counter() - started) * 1000:.0f} ms end to end)")
+            failures += view.status != "complete"
+    finally:
+        client.close()
+    return 1 if failures else 0
+
+
+__all__ = ["run_demo"]

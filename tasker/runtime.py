@@ -1,0 +1,53 @@
+"""Process plumbing shared by the CLI's commands: logging and building the broker."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import msgspec
+
+from tasker.config import Config
+from tasker.messaging.backends import create_broker
+from tasker.messaging.broker import Broker
+
+
+def broker_from_config(config: Config) -> Broker:
+    """The broker `config.broker` names, connected with the config's URLs and limits."""
+    return create_broker(
+        config.broker,
+        database_url=config.database_url,
+        rabbitmq_url=config.rabbitmq_url,
+        max_deliveries=config.max_deliveries,
+        poll_interval=config.poll_interval_seconds,
+    )
+
+
+class _JsonFormatter(logging.Formatter):
+    _encoder = msgspec.json.Encoder()
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return self._encoder.encode(entry).decode()
+
+
+def configure_logging(config: Config, *, role: str) -> None:
+    """Log to stderr, as JSON lines or human-readable text per `config.log_format`."""
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s [{role}] %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
