@@ -60,7 +60,9 @@ class InboxPump(threading.Thread):
             except BrokerError as exc:
                 failures += 1
                 pause = min(0.1 * 2**failures, 5.0)
-                log.warning("receive from %s failed (%s); retrying in %.1fs", self.queue, exc, pause)
+                log.warning(
+                    "receive from %s failed (%s); retrying in %.1fs", self.queue, exc, pause
+                )
                 self._stopping.wait(pause)
 
     def _pump_once(self) -> None:

@@ -74,8 +74,12 @@ class Orchestrator:
             sweep_interval=self.config.sweep_interval_seconds,
         )
         results = ResultProcessor.start(
-            broker, database, repository,
-            enqueuer=enqueuer, finalizer=finalizer, discovery=discovery,
+            broker,
+            database,
+            repository,
+            enqueuer=enqueuer,
+            finalizer=finalizer,
+            discovery=discovery,
         )
         initializer = TaskInitializer.start(broker, database, repository, enqueuer)
         self.actors = [enqueuer, finalizer, discovery, results, initializer]

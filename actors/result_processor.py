@@ -64,8 +64,12 @@ class ResultProcessor(GuardedActor):
 
     def _follow_up(self, step_uuid: object, outcome: ResultOutcome) -> None:
         if outcome.outcome != "applied":
-            log.info("result for step %s ignored: %s (state %s)",
-                     step_uuid, outcome.outcome, outcome.step_state)
+            log.info(
+                "result for step %s ignored: %s (state %s)",
+                step_uuid,
+                outcome.outcome,
+                outcome.step_state,
+            )
             return
         if outcome.ready_steps:
             self.enqueuer.tell(EnqueueSteps(outcome.ready_steps))

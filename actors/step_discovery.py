@@ -3,6 +3,7 @@ crash left between stages. Wakes at the next retry's due time and on a periodic 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -88,7 +89,5 @@ class StepDiscovery(GuardedActor):
         return timer
 
     def _tell_sweep(self) -> None:
-        try:
+        with contextlib.suppress(pykka.ActorDeadError):  # shutting down
             self.actor_ref.tell(Sweep())
-        except pykka.ActorDeadError:
-            pass  # shutting down

@@ -65,8 +65,11 @@ class TaskInitializer(GuardedActor):
             creation = self.repository.create_task(unit, registered, spec)
             self.broker.ack(message.delivery, within=unit)
         if not creation.created:
-            log.info("task %s already exists (%s); request not applied twice",
-                     request.task_uuid, creation.status)
+            log.info(
+                "task %s already exists (%s); request not applied twice",
+                request.task_uuid,
+                creation.status,
+            )
             return
         log.info("task %s created from %s", request.task_uuid, registered.template.identity)
         if creation.ready_steps:

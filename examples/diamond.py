@@ -9,7 +9,9 @@ class DiamondStart(StepHandler):
     handler_name = "examples.diamond.start"
 
     def call(self, context: StepContext) -> StepHandlerResult:
-        return self.success({"result": context.get_input("even_number") ** context.get_config("exponent")})
+        return self.success(
+            {"result": context.get_input("even_number") ** context.get_config("exponent")}
+        )
 
 
 class DiamondBranchB(StepHandler):

@@ -17,7 +17,8 @@ class _PowerOfPrevious(StepHandler):
             value = context.get_dependency_result(self.previous_step)
         if not isinstance(value, int):
             return self.failure(
-                f"expected an integer input, got {value!r}", error_type="validation_error",
+                f"expected an integer input, got {value!r}",
+                error_type="validation_error",
                 retryable=False,
             )
         return self.success({"result": value ** context.get_config("exponent")})

@@ -81,7 +81,7 @@ def create_broker(
     poll_interval: float = 1.0,
 ) -> Broker:
     """The broker `name_or_url` names; a URL overrides `database_url`/`rabbitmq_url`."""
-    name, url = _resolve(name_or_url)
+    name, url = resolve_backend(name_or_url)
     default_url = {"pgmq": database_url, "rabbitmq": rabbitmq_url}.get(name, "")
     return _BACKENDS[name](_Options(url or default_url, max_deliveries, poll_interval))
 
@@ -97,7 +97,7 @@ def broker_from_config(config: BrokerSettings) -> Broker:
     )
 
 
-def _resolve(name_or_url: str) -> tuple[str, str]:
+def resolve_backend(name_or_url: str) -> tuple[str, str]:
     """(backend name, URL given with it or '') for a backend name or a URL."""
     if name_or_url in _BACKENDS:
         return name_or_url, ""

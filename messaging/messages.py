@@ -126,6 +126,7 @@ def encode(message: WireMessage) -> bytes:
 def decode(body: bytes) -> AnyMessage:
     """Parse JSON bytes into the wire message they hold, or raise UndecodableMessage."""
     try:
-        return _decoder.decode(body)
+        message: AnyMessage = _decoder.decode(body)
+        return message
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise UndecodableMessage(str(exc)) from exc

@@ -100,15 +100,15 @@ class PgmqBroker(Broker):
     def ensure_queue(self, queue: str) -> None:
         _check_queue_name(queue)
         _check_queue_name(dead_letter_queue(queue))
-        with _translated(queue), self._ready_pool().connection() as connection:
+        pool = self._ready_pool()
+        with _translated(queue), pool.connection() as connection, connection.transaction():
             # One lock per queue (PGMQ's own) so concurrent callers neither collide on
             # CREATE TRIGGER nor needlessly drop and re-create a working trigger.
-            with connection.transaction():
-                connection.execute(_QUEUE_LOCK, (queue,))
-                connection.execute(_CREATE, (queue,))
-                connection.execute(_CREATE, (dead_letter_queue(queue),))
-                if not _fetch_flag(connection, _NOTIFY_ENABLED, (queue,)):
-                    connection.execute(_ENABLE_NOTIFY, (queue,))
+            connection.execute(_QUEUE_LOCK, (queue,))
+            connection.execute(_CREATE, (queue,))
+            connection.execute(_CREATE, (dead_letter_queue(queue),))
+            if not _fetch_flag(connection, _NOTIFY_ENABLED, (queue,)):
+                connection.execute(_ENABLE_NOTIFY, (queue,))
 
     def send_batch(
         self,
@@ -166,7 +166,9 @@ class PgmqBroker(Broker):
             )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        self._bury(delivery.queue, _message_id(delivery), delivery.body, delivery.delivery_count, reason)
+        self._bury(
+            delivery.queue, _message_id(delivery), delivery.body, delivery.delivery_count, reason
+        )
 
     def queue_stats(self, queue: str) -> QueueStats:
         _check_queue_name(queue)

@@ -50,9 +50,7 @@ class QueueListener:
         self._stopping = threading.Event()
         # Connect here, not in the thread: the caller's first read then cannot race the LISTEN.
         self._connection: psycopg.Connection[Any] | None = self._connect()
-        self._thread = threading.Thread(
-            target=self._run, name=f"pgmq-listen-{queue}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"pgmq-listen-{queue}", daemon=True)
         self._thread.start()
 
     def mark(self) -> Mark:

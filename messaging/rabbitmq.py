@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
+from . import rabbitmq_operations as ops
 from . import rabbitmq_topology as topo
 from .broker import (
     Broker,
     BrokerError,
-    DeadLetter,
     Delivery,
     QueueStats,
     Transaction,
@@ -40,8 +39,6 @@ from .broker import (
 from .rabbitmq_connection import ThreadLinks
 
 log = logging.getLogger(__name__)
-
-_encode = msgspec.json.Encoder().encode
 
 
 class _Lease:
@@ -62,10 +59,18 @@ class RabbitMQBroker(Broker):
     transactional = False
 
     def __init__(
-        self, url: str, *, max_deliveries: int = 5, reconnect_timeout: float = 30.0
+        self,
+        url: str,
+        *,
+        max_deliveries: int = 5,
+        reconnect_timeout: float = 30.0,
+        connection_name: str | None = None,
     ) -> None:
         super().__init__(max_deliveries=max_deliveries)
-        self._links = ThreadLinks(url, retry_for=reconnect_timeout)
+        self.connection_name = connection_name or f"tasker pid={os.getpid()}"
+        self._links = ThreadLinks(
+            url, retry_for=reconnect_timeout, connection_name=self.connection_name
+        )
         self._leases_lock = threading.Lock()
         self._leases: dict[str, set[str]] = {}  # queue -> lease queues this instance holds
 
@@ -104,7 +109,7 @@ class RabbitMQBroker(Broker):
 
         def publish(channel: Any) -> None:
             nonlocal sent
-            target = _route(channel, queue, delay)
+            target = ops.route(channel, queue, delay)
             while sent < len(bodies):
                 channel.basic_publish("", target, bodies[sent], properties, mandatory=True)
                 sent += 1
@@ -138,44 +143,29 @@ class RabbitMQBroker(Broker):
     def _take(
         self, queue: str, limit: int, ttl_ms: int, deadline: float, generation: int, channel: Any
     ) -> list[Delivery]:
-        raw = _get_ready(channel, queue, limit)
-        if not raw and time.monotonic() < deadline and not self._links.woken(generation):
-            raw = self._await_messages(channel, queue, limit, deadline, generation)
+        def stop() -> bool:
+            return time.monotonic() >= deadline or self._links.woken(generation)
+
+        raw = ops.get_ready(channel, queue, limit)
+        if not raw and not stop():
+            raw = ops.await_messages(channel, queue, limit, deadline, stop)
         owned = (self._own(channel, queue, message, ttl_ms) for message in raw)
         return [delivery for delivery in owned if delivery is not None]
 
-    def _await_messages(
-        self, channel: Any, queue: str, limit: int, deadline: float, generation: int
-    ) -> list[tuple[Any, Any, bytes]]:
-        """Consume until a message arrives, the deadline passes or wake() is called."""
-        arrived: list[tuple[Any, Any, bytes]] = []
-        # Prefetch bounds what the server pushes to what this call will return.
-        channel.basic_qos(prefetch_count=limit)
-        tag = channel.basic_consume(
-            queue, lambda _ch, method, props, body: arrived.append((method, props, body))
-        )
-        while not arrived and not self._links.woken(generation):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            channel.connection.process_data_events(time_limit=remaining)
-        channel.connection.process_data_events(time_limit=0)  # collect any already here
-        channel.basic_cancel(tag)  # pika requeues deliveries it had not dispatched yet
-        return arrived
-
     def _own(
-        self, channel: Any, queue: str, message: tuple[Any, Any, bytes], ttl_ms: int
+        self, channel: Any, queue: str, message: ops.RawMessage, ttl_ms: int
     ) -> Delivery | None:
         """Take ownership of a delivery: lease it (or dead-letter it), then ack it."""
         method, properties, body = message
-        count = topo.previous_deliveries(properties) + 1
-        if count > self.max_deliveries:
-            reason = f"delivered {count} times, more than max_deliveries={self.max_deliveries}"
-            _publish_dead_letter(channel, queue, body, count, reason)
+        previous = topo.previous_deliveries(properties)
+        if previous >= self.max_deliveries:
+            reason = f"delivered {previous} times (max_deliveries) without being acked"
+            ops.publish_dead_letter(channel, queue, body, previous, reason)
             channel.basic_ack(method.delivery_tag)
             log.warning("dead-lettered a message from %r: %s", queue, reason)
             return None
-        lease_queue = _lease(channel, queue, body, count, ttl_ms)
+        count = previous + 1
+        lease_queue = ops.lease(channel, queue, body, count, ttl_ms)
         channel.basic_ack(method.delivery_tag)
         self._track(queue, add=lease_queue)
         return Delivery(queue, body, count, _Lease(queue, lease_queue, body, count))
@@ -212,7 +202,7 @@ class RabbitMQBroker(Broker):
             _check_unsettled(lease)
             self._links.run(
                 f"dead-letter from {lease.queue!r}",
-                lambda channel: _publish_dead_letter(
+                lambda channel: ops.publish_dead_letter(
                     channel, lease.queue, lease.body, lease.delivery_count, reason
                 ),
             )
@@ -227,7 +217,7 @@ class RabbitMQBroker(Broker):
             # New copy first, then drop the old: a crash in between duplicates, never loses.
             lease.lease_queue = self._links.run(
                 f"extend visibility in {lease.queue!r}",
-                lambda ch: _lease(ch, lease.queue, lease.body, lease.delivery_count, ttl_ms),
+                lambda ch: ops.lease(ch, lease.queue, lease.body, lease.delivery_count, ttl_ms),
             )
             self._track(lease.queue, add=lease.lease_queue, remove=old)
             if self._delete_lease(lease.queue, old) == 0:
@@ -282,44 +272,6 @@ class RabbitMQBroker(Broker):
 
     def close(self) -> None:
         self._links.close_all()
-
-
-def _route(channel: Any, queue: str, delay: float) -> str:
-    """The queue to publish to so a message reaches `queue` after `delay` seconds."""
-    if delay <= 0:
-        return queue
-    channel.queue_declare(queue, passive=True)  # else the delayed message would vanish
-    ms = topo.delay_bucket_ms(delay)
-    target = topo.delay_queue(queue, ms)
-    channel.queue_declare(target, durable=True, arguments=topo.expiring_queue_arguments(queue, ms))
-    return target
-
-
-def _get_ready(channel: Any, queue: str, limit: int) -> list[tuple[Any, Any, bytes]]:
-    messages: list[tuple[Any, Any, bytes]] = []
-    while len(messages) < limit:
-        method, properties, body = channel.basic_get(queue)
-        if method is None:
-            break
-        messages.append((method, properties, body))
-    return messages
-
-
-def _lease(channel: Any, queue: str, body: bytes, count: int, ttl_ms: int) -> str:
-    """Put a confirmed copy of a message in a new lease queue; return that queue's name."""
-    lease_queue = topo.new_lease_queue(queue)
-    arguments = topo.expiring_queue_arguments(queue, ttl_ms)
-    channel.queue_declare(lease_queue, durable=True, arguments=arguments)
-    properties = topo.message_properties(count)
-    channel.basic_publish("", lease_queue, body, properties, mandatory=True)
-    return lease_queue
-
-
-def _publish_dead_letter(channel: Any, queue: str, body: bytes, count: int, reason: str) -> None:
-    dead = DeadLetter(queue, reason, count, body.decode("utf-8", errors="replace"))
-    target = dead_letter_queue(queue)
-    channel.queue_declare(target, durable=True)  # idempotent; never drop a dead letter
-    channel.basic_publish("", target, _encode(dead), topo.message_properties(0), mandatory=True)
 
 
 def _lease_of(delivery: Delivery) -> _Lease:

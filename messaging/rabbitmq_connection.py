@@ -93,11 +93,13 @@ class _Link:
 class ThreadLinks:
     """The links of every thread that used one broker, with retrying execution."""
 
-    def __init__(self, url: str, *, retry_for: float) -> None:
+    def __init__(self, url: str, *, retry_for: float, connection_name: str) -> None:
         try:
             self._parameters = pika.URLParameters(url)
         except Exception as exc:
             raise BrokerError(f"invalid RabbitMQ URL: {exc}", recoverable=False) from exc
+        # Shown by `rabbitmqctl list_connections client_properties` and the management UI.
+        self._parameters.client_properties = {"connection_name": connection_name}
         self._parameters.connection_attempts = 1  # retries are ours, with backoff
         if self._parameters.blocked_connection_timeout is None:
             self._parameters.blocked_connection_timeout = 60.0

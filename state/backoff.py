@@ -27,7 +27,8 @@ def base_delay_ms(kind: BackoffKind, base_ms: int, attempt: int) -> int:
         return base_ms * attempt
     if kind == "fibonacci":
         return base_ms * _fibonacci(attempt)
-    return base_ms * 2 ** min(attempt - 1, 40)  # exponent bounded: 2**40 * base >> any cap
+    exponent: int = min(attempt - 1, 40)  # bounded: base * 2**40 exceeds any sane cap
+    return base_ms * (1 << exponent)
 
 
 def backoff_delay_ms(

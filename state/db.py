@@ -27,7 +27,7 @@ class UnitOfWork:
     def execute_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement in this transaction and return its rows (empty if none)."""
         with self.connection.cursor() as cursor:
-            cursor.execute(query, params)  # type: ignore[arg-type]
+            cursor.execute(query, params)
             return cursor.fetchall() if cursor.description else []
 
     def after_commit(self, callback: Callable[[], None]) -> None:

@@ -74,8 +74,11 @@ def _apply_pending(connection: psycopg.Connection[Any]) -> list[Migration]:
     for migration in available_migrations():
         if migration.version in applied:
             if applied[migration.version] != migration.checksum:
-                log.warning("migration %04d_%s changed after it was applied; not re-run",
-                            migration.version, migration.name)
+                log.warning(
+                    "migration %04d_%s changed after it was applied; not re-run",
+                    migration.version,
+                    migration.name,
+                )
             continue
         with connection.transaction():
             connection.execute(migration.sql.encode())

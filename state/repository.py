@@ -264,7 +264,8 @@ class StateRepository:
                 raise TaskNotFoundError(task_uuid)
             step_rows = unit.execute_sql(queries.GET_TASK_STEPS, (task_uuid,))
         steps = [StepView(*row) for row in step_rows]
-        return TaskView(*task_rows[0], steps=steps)
+        fields = [f for f in TaskView.__struct_fields__ if f != "steps"]
+        return TaskView(**dict(zip(fields, task_rows[0], strict=True)), steps=steps)
 
     def step_transitions(self, step_uuid: UUID) -> list[TransitionRecord]:
         with self.database.transaction() as unit:

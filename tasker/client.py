@@ -14,9 +14,9 @@ from uuid import UUID
 
 from tasker.config import Config
 from tasker.ids import new_id
+from tasker.messaging.backends import broker_from_config
 from tasker.messaging.broker import Broker
 from tasker.messaging.messages import ORCHESTRATION_TASK_REQUESTS_QUEUE, TaskRequestMessage, encode
-from tasker.runtime import broker_from_config
 from tasker.state.db import Database, connect
 from tasker.state.errors import TaskNotFoundError
 from tasker.state.records import TaskView
@@ -26,7 +26,7 @@ from tasker.state.states import TERMINAL_TASK_STATES
 FINISHED_CHANNEL = "tasker_task_finished"
 
 
-class TaskWaitTimeout(TimeoutError):
+class TaskWaitTimeoutError(TimeoutError):
     def __init__(self, task_uuid: UUID, timeout: float, status: str) -> None:
         super().__init__(f"task {task_uuid} still {status!r} after {timeout:.1f}s")
         self.task_uuid = task_uuid
@@ -45,8 +45,12 @@ class TaskerClient:
         """Submit a task request; the template must be registered. Returns the task's id."""
         self.repository.get_template(namespace, name, version)  # fail fast, naming it
         request = TaskRequestMessage(
-            task_uuid=new_id(), namespace=namespace, name=name, version=version,
-            context=context, **fields,
+            task_uuid=new_id(),
+            namespace=namespace,
+            name=name,
+            version=version,
+            context=context,
+            **fields,
         )
         self.broker.ensure_queue(ORCHESTRATION_TASK_REQUESTS_QUEUE)
         self.broker.send(ORCHESTRATION_TASK_REQUESTS_QUEUE, encode(request))
@@ -75,7 +79,8 @@ class TaskerClient:
                     return view
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TaskWaitTimeout(task_uuid, timeout, view.status if view else "unknown")
+                    status = view.status if view else "not created"
+                    raise TaskWaitTimeoutError(task_uuid, timeout, status)
                 _await_notice(listener, str(task_uuid), min(remaining, progress_interval))
 
     def _current(self, task_uuid: UUID) -> TaskView | None:

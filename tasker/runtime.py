@@ -1,4 +1,4 @@
-"""Process plumbing shared by the CLI's commands: logging and building the broker."""
+"""Process plumbing shared by the CLI's commands: logging."""
 
 from __future__ import annotations
 
@@ -8,19 +8,6 @@ import sys
 import msgspec
 
 from tasker.config import Config
-from tasker.messaging.backends import create_broker
-from tasker.messaging.broker import Broker
-
-
-def broker_from_config(config: Config) -> Broker:
-    """The broker `config.broker` names, connected with the config's URLs and limits."""
-    return create_broker(
-        config.broker,
-        database_url=config.database_url,
-        rabbitmq_url=config.rabbitmq_url,
-        max_deliveries=config.max_deliveries,
-        poll_interval=config.poll_interval_seconds,
-    )
 
 
 class _JsonFormatter(logging.Formatter):

@@ -12,10 +12,15 @@ from uuid import UUID
 
 from tasker.cli import render
 from tasker.config import Config, load_config
-from tasker.runtime import broker_from_config, configure_logging
+from tasker.messaging.backends import broker_from_config
+from tasker.runtime import configure_logging
 from tasker.state.errors import StateError
-from tasker.state.templates import TaskTemplate, TemplateError, load_template_directory
-from tasker.state.templates import load_template_file
+from tasker.state.templates import (
+    TaskTemplate,
+    TemplateError,
+    load_template_directory,
+    load_template_file,
+)
 
 log = logging.getLogger(__name__)
 

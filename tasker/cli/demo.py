@@ -8,7 +8,6 @@ processes, submits the examples, shows their progress and results, and shuts dow
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tasker.cli import render
+from tasker.cli.cluster import LocalCluster
 from tasker.cli.commands import CommandError, prepare_database, register_templates
 from tasker.config import Config, with_overrides
 from tasker.examples import TEMPLATE_DIRECTORY
@@ -40,8 +40,16 @@ def run_demo(workflows: list[str], config: Config) -> int:
         print(f"database: {_redacted(url)}; broker: {config.broker}", flush=True)
         prepare_database(config)
         register_templates(config, load_template_directory(TEMPLATE_DIRECTORY))
-        with _processes(config):
-            return _submit_all(workflows, config)
+        cluster = LocalCluster(
+            config, namespaces=EXAMPLE_NAMESPACE, handler_modules=EXAMPLE_HANDLER_MODULES
+        )
+        with cluster:
+            pids = ", ".join(str(p.pid) for p in cluster.processes)
+            print(f"started an orchestrator and a worker (pids {pids})", flush=True)
+            code = _submit_all(workflows, config)
+        codes = sorted(cluster.exit_codes.values())
+        print(f"processes stopped: exit codes {codes}", flush=True)
+        return code or int(any(codes))
 
 
 @contextmanager
@@ -54,7 +62,7 @@ def _database(config: Config) -> Iterator[str]:
 
     with tempfile.TemporaryDirectory(prefix="tasker-demo-") as directory:
         print("starting an embedded PostgreSQL (pgserver)...", flush=True)
-        server = pgserver.get_server(directory, cleanup_mode="stop")
+        server = pgserver.get_server(directory, cleanup_mode="stop")  # type: ignore[attr-defined]
         try:
             yield str(server.get_uri())
         finally:
@@ -63,44 +71,6 @@ def _database(config: Config) -> Iterator[str]:
 
 def _redacted(url: str) -> str:
     return url.split("@", 1)[-1] if "@" in url else url
-
-
-@contextmanager
-def _processes(config: Config) -> Iterator[None]:
-    environment = {
-        **os.environ,
-        "TASKER_DATABASE_URL": config.database_url,
-        "TASKER_BROKER": config.broker,
-        "TASKER_RABBITMQ_URL": config.rabbitmq_url,
-        "TASKER_POLL_INTERVAL_SECONDS": str(config.poll_interval_seconds),
-    }
-    command = [sys.executable, "-m", "tasker", "--log-level", "WARNING"]
-    children = [
-        subprocess.Popen([*command, "orchestrator"], env=environment),
-        subprocess.Popen(
-            [*command, "worker", "--namespace", EXAMPLE_NAMESPACE,
-             "--handlers", EXAMPLE_HANDLER_MODULES],
-            env=environment,
-        ),
-    ]
-    print(f"started orchestrator (pid {children[0].pid}) and worker (pid {children[1].pid})")
-    try:
-        yield
-    finally:
-        _stop(children)
-
-
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    for child in children:
-        try:
-            code = child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            code = child.wait()
-        print(f"process {child.pid} exited with {code}", flush=True)
 
 
 def _submit_all(workflows: list[str], config: Config) -> int:
@@ -114,7 +84,9 @@ def _submit_all(workflows: list[str], config: Config) -> int:
             started = time.perf_counter()
             task_uuid = client.create_task(EXAMPLE_NAMESPACE, name, "1.0.0", context)
             print(f"\n== {workflow}: task {task_uuid} submitted with context {context}")
-            view = client.wait(task_uuid, timeout=60, on_progress=render.progress_printer(sys.stdout))
+            view = client.wait(
+                task_uuid, timeout=60, on_progress=render.progress_printer(sys.stdout)
+            )
             print(render.task(view, "table"))
             print(f"({(time.perf_counter() - started) * 1000:.0f} ms end to end)")
             failures += view.status != "complete"

@@ -1,0 +1,103 @@
+"""A local cluster: orchestrator and worker processes started as separate OS processes.
+
+Used by `tasker demo`, the acceptance tests and the benchmarks, so all three run the very
+commands an operator runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import TracebackType
+
+from tasker.config import Config
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        namespaces: str,
+        handler_modules: str,
+        orchestrators: int = 1,
+        workers: int = 1,
+        log_level: str = "WARNING",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.namespaces = namespaces
+        self.handler_modules = handler_modules
+        self.orchestrator_count = orchestrators
+        self.worker_count = workers
+        self.log_level = log_level
+        self.extra_env = extra_env or {}
+        self.orchestrators: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.exit_codes: dict[int, int] = {}
+
+    def environment(self) -> dict[str, str]:
+        config = self.config
+        return {
+            **os.environ,
+            "TASKER_DATABASE_URL": config.database_url,
+            "TASKER_BROKER": config.broker,
+            "TASKER_RABBITMQ_URL": config.rabbitmq_url,
+            "TASKER_POLL_INTERVAL_SECONDS": str(config.poll_interval_seconds),
+            "TASKER_VISIBILITY_TIMEOUT_SECONDS": str(config.visibility_timeout_seconds),
+            "TASKER_ENV": config.env,
+            **self.extra_env,
+        }
+
+    def _command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "tasker", "--log-level", self.log_level, *args]
+
+    def start_orchestrator(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(self._command("orchestrator"), env=self.environment())
+        self.orchestrators.append(process)
+        return process
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        command = self._command(
+            "worker", "--namespace", self.namespaces, "--handlers", self.handler_modules
+        )
+        process = subprocess.Popen(command, env=self.environment())
+        self.workers.append(process)
+        return process
+
+    def start(self) -> LocalCluster:
+        for _ in range(self.orchestrator_count):
+            self.start_orchestrator()
+        for _ in range(self.worker_count):
+            self.start_worker()
+        return self
+
+    @property
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        return [*self.orchestrators, *self.workers]
+
+    def stop(self, timeout: float = 30.0) -> dict[int, int]:
+        """SIGTERM every process, wait for a graceful exit; return pid -> exit code."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        codes = {}
+        for process in self.processes:
+            try:
+                codes[process.pid] = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[process.pid] = process.wait()
+        return codes
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.exit_codes = self.stop()
