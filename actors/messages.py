@@ -35,6 +35,12 @@ class EnqueueSteps(ActorMessage, frozen=True):
     step_uuids: tuple[UUID, ...]
 
 
+class RepublishUnconfirmed(ActorMessage, frozen=True):
+    """Resend enqueued steps whose publish was not confirmed within `older_than` seconds."""
+
+    older_than: float
+
+
 class FinalizeTask(ActorMessage, frozen=True):
     """This task may be finished: complete it or fail it."""
 

@@ -72,6 +72,7 @@ class Orchestrator:
             enqueuer=enqueuer,
             finalizer=finalizer,
             sweep_interval=self.config.sweep_interval_seconds,
+            republish_after=self.config.republish_after_seconds,
         )
         results = ResultProcessor.start(
             broker,

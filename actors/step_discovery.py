@@ -13,7 +13,13 @@ from typing import Any
 import pykka
 
 from tasker.actors.guarded import GuardedActor
-from tasker.actors.messages import EnqueueSteps, FinalizeTask, RetryDue, Sweep
+from tasker.actors.messages import (
+    EnqueueSteps,
+    FinalizeTask,
+    RepublishUnconfirmed,
+    RetryDue,
+    Sweep,
+)
 from tasker.messaging.broker import Broker
 from tasker.state.repository import StateRepository
 
@@ -29,12 +35,14 @@ class StepDiscovery(GuardedActor):
         enqueuer: pykka.ActorRef[Any],
         finalizer: pykka.ActorRef[Any],
         sweep_interval: float,
+        republish_after: float,
     ) -> None:
         super().__init__(broker)
         self.repository = repository
         self.enqueuer = enqueuer
         self.finalizer = finalizer
         self.sweep_interval = sweep_interval
+        self.republish_after = republish_after
         self._timers: list[threading.Timer] = []
         self._periodic: threading.Timer | None = None
 
@@ -56,6 +64,8 @@ class StepDiscovery(GuardedActor):
         try:
             self._enqueue_due_retries()
             self._resume_interrupted_tasks()
+            if not self.broker.transactional:
+                self.enqueuer.tell(RepublishUnconfirmed(self.republish_after))
         finally:
             self._schedule_next_sweep()
 

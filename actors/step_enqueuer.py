@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 
 from tasker.actors.guarded import GuardedActor
-from tasker.actors.messages import EnqueueSteps
+from tasker.actors.messages import EnqueueSteps, RepublishUnconfirmed
 from tasker.messaging.broker import Broker
 from tasker.messaging.messages import HandlerSpec, StepMessage, encode, worker_queue
-from tasker.state.db import Database
+from tasker.state.db import Database, UnitOfWork
 from tasker.state.records import ClaimedStep
 from tasker.state.repository import StateRepository
 
@@ -52,16 +52,32 @@ class StepEnqueuer(GuardedActor):
         self._known_queues: set[str] = set()
 
     def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
-        return {EnqueueSteps: self.enqueue}
+        return {EnqueueSteps: self.enqueue, RepublishUnconfirmed: self.republish}
 
     def enqueue(self, message: EnqueueSteps) -> None:
+        transactional = self.broker.transactional
         with self.database.transaction() as unit:
-            claimed = self.repository.claim_steps(unit, message.step_uuids)
-            for queue, bodies in self._by_queue(claimed).items():
-                self._ensure(queue)
-                self.broker.send_batch(queue, bodies, within=unit)
+            claimed = self.repository.claim_steps(unit, message.step_uuids, published=transactional)
+            self._send(claimed, within=unit)
+        # Here the transaction has committed and any after-commit publish is confirmed.
+        if claimed and not transactional:
+            self.repository.mark_published([step.step_uuid for step in claimed])
         if claimed:
             log.debug("enqueued %s", ", ".join(f"{s.name}#{s.attempt}" for s in claimed))
+
+    def republish(self, message: RepublishUnconfirmed) -> None:
+        """Resend steps whose publish may have been lost (crash between commit and confirm)."""
+        stale = self.repository.take_unpublished_steps(message.older_than)
+        if not stale:
+            return
+        log.warning("re-publishing %d step(s) with no publish confirm", len(stale))
+        self._send(stale, within=None)
+        self.repository.mark_published([step.step_uuid for step in stale])
+
+    def _send(self, steps: list[ClaimedStep], *, within: UnitOfWork | None) -> None:
+        for queue, bodies in self._by_queue(steps).items():
+            self._ensure(queue)
+            self.broker.send_batch(queue, bodies, within=within)
 
     @staticmethod
     def _by_queue(claimed: list[ClaimedStep]) -> dict[str, list[bytes]]:

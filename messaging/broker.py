@@ -1,8 +1,10 @@
 """The Broker interface: the only way the orchestrator and workers reach each other.
 
 A backend moves opaque message bodies (bytes holding msgspec-encoded JSON) between named
-queues with at-least-once delivery. No pika or psycopg type crosses this interface: a
-received message carries an opaque receipt that only its own backend understands.
+queues with at-least-once delivery. A body comes back equal as JSON, not necessarily byte
+for byte (PGMQ stores jsonb, which normalises whitespace and key order). No pika or
+psycopg type crosses this interface: a received message carries an opaque receipt that
+only its own backend understands.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class Delivery(msgspec.Struct, frozen=True):
 
 
 class QueueStats(msgspec.Struct, frozen=True):
-    """Depth of a queue: messages waiting, and messages received but not yet acknowledged."""
+    """Depth of a queue: messages visible now (`ready`), and the rest (`in_flight`): received
+    but not yet acknowledged, or still delayed."""
 
     queue: str
     ready: int
@@ -48,7 +51,11 @@ class QueueStats(msgspec.Struct, frozen=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
-    """What a dead-letter queue holds: the original body, where it came from, and why."""
+    """What a dead-letter queue holds: the original body, where it came from, and why.
+
+    `delivery_count` is how many times consumers received the message; one dead-lettered
+    for exceeding `max_deliveries` therefore carries exactly `max_deliveries`.
+    """
 
     source_queue: str
     reason: str

@@ -35,8 +35,11 @@ from tasker.messaging.pgmq_listener import QueueListener
 
 log = logging.getLogger(__name__)
 
-# PGMQ lower-cases names and builds table names from them, capped at 47 characters.
-_QUEUE_NAME = re.compile(r"[a-z0-9_]{1,47}")
+# PGMQ lower-cases names and builds table names from them, capped at 47 characters; a
+# queue made by ensure_queue leaves room for its dead-letter queue's "_dlq".
+_QUEUE_NAME = re.compile(r"[a-z0-9_]+")
+_MAX_NAME = 47
+_MAX_ENSURED_NAME = _MAX_NAME - len(dead_letter_queue(""))
 
 # Named queries. Every argument is cast, so PostgreSQL picks the intended pgmq overload.
 _READ = "SELECT msg_id, read_ct, message::text FROM pgmq.read(%s::text, %s::integer, %s::integer)"
@@ -60,9 +63,11 @@ _NOTIFY_ENABLED = """
 SELECT EXISTS (
     SELECT 1
     FROM pgmq.notify_insert_throttle AS t
-    JOIN pg_trigger AS g
-      ON g.tgrelid = to_regclass(format('pgmq.%%I', pgmq.format_table_name(t.queue_name, 'q')))
-     AND g.tgname = 'trigger_notify_queue_insert_listeners'
+    JOIN pg_catalog.pg_namespace AS n ON n.nspname = 'pgmq'
+    JOIN pg_catalog.pg_class AS c
+      ON c.relnamespace = n.oid AND c.relname = pgmq.format_table_name(t.queue_name, 'q')
+    JOIN pg_catalog.pg_trigger AS g
+      ON g.tgrelid = c.oid AND g.tgname = 'trigger_notify_queue_insert_listeners'
     WHERE t.queue_name = %s::text AND t.throttle_interval_ms = 0
 )
 """
@@ -98,8 +103,7 @@ class PgmqBroker(Broker):
     # -- Broker interface ------------------------------------------------------------------
 
     def ensure_queue(self, queue: str) -> None:
-        _check_queue_name(queue)
-        _check_queue_name(dead_letter_queue(queue))
+        _check_queue_name(queue, max_length=_MAX_ENSURED_NAME)
         pool = self._ready_pool()
         with _translated(queue), pool.connection() as connection, connection.transaction():
             # One lock per queue (PGMQ's own) so concurrent callers neither collide on
@@ -134,13 +138,16 @@ class PgmqBroker(Broker):
     ) -> list[Delivery]:
         """See `Broker.receive`. PGMQ leases whole seconds: the timeout is rounded up."""
         _check_queue_name(queue)
+        lease = math.ceil(visibility_timeout)
+        if wait <= 0:
+            return self._read_live(queue, max_messages, lease)
         deadline = time.monotonic() + wait
-        listener = self._listener(queue) if wait > 0 else None
+        listener = self._listener(queue)
         while True:
-            mark = listener.mark() if listener else None
-            deliveries = self._read_live(queue, max_messages, math.ceil(visibility_timeout))
+            mark = listener.mark()  # before the read, so an insert during it still wakes us
+            deliveries = self._read_live(queue, max_messages, lease)
             remaining = deadline - time.monotonic()
-            if deliveries or listener is None or mark is None or remaining <= 0:
+            if deliveries or remaining <= 0:
                 return deliveries
             if listener.wait(mark, min(remaining, self.poll_interval)):
                 return []  # wake(): let the consumer look at its shutdown flag
@@ -289,11 +296,11 @@ class PgmqBroker(Broker):
             log.warning("could not nudge PGMQ listener for %r to stop: %s", listener.queue, exc)
 
 
-def _check_queue_name(queue: str) -> None:
-    if not _QUEUE_NAME.fullmatch(queue):
+def _check_queue_name(queue: str, max_length: int = _MAX_NAME) -> None:
+    if not (_QUEUE_NAME.fullmatch(queue) and len(queue) <= max_length):
         raise BrokerError(
-            f"invalid PGMQ queue name {queue!r}: use 1-47 lowercase letters, digits and "
-            "underscores (a queue's dead-letter queue adds 4 more)",
+            f"invalid PGMQ queue name {queue!r}: use 1-{max_length} lowercase letters, "
+            "digits and underscores",
             recoverable=False,
         )
 

@@ -18,7 +18,15 @@ log = logging.getLogger(__name__)
 
 # Any fixed key works; it only has to be the same in every installer.
 _INSTALL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('tasker.install_pgmq'))"
-_INSTALLED = "SELECT to_regclass('pgmq.meta') IS NOT NULL"
+# Read pg_class rather than calling to_regclass(): a name lookup can answer from a cache that
+# still says "missing" after another installer committed, while this scan sees the commit.
+_INSTALLED = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_class AS c
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'pgmq' AND c.relname = 'meta'
+)
+"""
 _EXTENSION_AVAILABLE = "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgmq')"
 
 

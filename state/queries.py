@@ -22,7 +22,7 @@ CREATE_TASK = "SELECT created, status, ready_steps FROM tasker.create_task(%s, %
 CLAIM_STEPS = """
 SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, timeout_seconds,
        namespace, task_name, task_version, context, correlation_id, dependency_results
-  FROM tasker.claim_steps(%s::uuid[])
+  FROM tasker.claim_steps(%s::uuid[], %s)
 """
 
 APPLY_STEP_RESULT = """
@@ -89,4 +89,17 @@ SELECT from_state, to_state, metadata, sort_key, most_recent, created_at
 TASK_TRANSITIONS = """
 SELECT from_state, to_state, metadata, sort_key, most_recent, created_at
   FROM tasker.task_transitions WHERE task_uuid = %s ORDER BY sort_key
+"""
+
+STEP_PAYLOADS = """
+SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, timeout_seconds,
+       namespace, task_name, task_version, context, correlation_id, dependency_results
+  FROM tasker.step_payloads(%s::uuid[])
+"""
+
+TAKE_UNPUBLISHED_STEPS = "SELECT * FROM tasker.take_unpublished_steps(%s, %s)"
+
+MARK_PUBLISHED = """
+UPDATE tasker.workflow_steps SET published_at = clock_timestamp()
+ WHERE step_uuid = ANY (%s::uuid[]) AND state = 'enqueued' AND published_at IS NULL
 """

@@ -153,10 +153,34 @@ class StateRepository:
             "timeout_seconds": step.timeout_seconds,
         }
 
-    def claim_steps(self, unit: UnitOfWork, step_uuids: Sequence[UUID]) -> list[ClaimedStep]:
-        """Move the given steps that are still ready to `enqueued`, counting the attempt."""
-        rows = unit.execute_sql(queries.CLAIM_STEPS, (list(step_uuids),))
+    def claim_steps(
+        self, unit: UnitOfWork, step_uuids: Sequence[UUID], *, published: bool = True
+    ) -> list[ClaimedStep]:
+        """Move the given steps that are still ready to `enqueued`, counting the attempt.
+
+        `published=False` when the step messages go out after commit (non-transactional
+        broker): `mark_published` then records the confirm, and until it does the step
+        counts as possibly lost (see `take_unpublished_steps`).
+        """
+        rows = unit.execute_sql(queries.CLAIM_STEPS, (list(step_uuids), published))
         return [ClaimedStep(*row) for row in rows]
+
+    def mark_published(self, step_uuids: Sequence[UUID]) -> None:
+        """Record that these steps' messages are confirmed on the broker."""
+        with self.database.transaction() as unit:
+            unit.execute_sql(queries.MARK_PUBLISHED, (list(step_uuids),))
+
+    def take_unpublished_steps(
+        self, older_than_seconds: float, limit: int = 500
+    ) -> list[ClaimedStep]:
+        """Enqueued steps whose publish was never confirmed, with their messages to resend."""
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(queries.TAKE_UNPUBLISHED_STEPS, (older_than_seconds, limit))
+            step_uuids = [row[0] for row in rows]
+            if not step_uuids:
+                return []
+            payloads = unit.execute_sql(queries.STEP_PAYLOADS, (step_uuids,))
+        return [ClaimedStep(*row) for row in payloads]
 
     def apply_step_result(
         self,

@@ -122,6 +122,8 @@ def _convert(values: dict[str, Any]) -> Config:
     try:
         return msgspec.convert(values, Config, strict=False)
     except msgspec.ValidationError as exc:
+        if isinstance(exc.__cause__, ConfigError):  # raised by Config.__post_init__
+            raise exc.__cause__ from None
         raise ConfigError(_setting_in(str(exc)), str(exc)) from exc
 
 

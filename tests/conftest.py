@@ -7,9 +7,11 @@ FAILS when `CI` is set: CI must prove both brokers every time.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -76,3 +78,27 @@ def rabbitmq_url() -> str:
         service_unavailable("RabbitMQ", exc)
     connection.close()
     return RABBITMQ_URL
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def make_vhost(rabbitmq_url: str) -> Iterator[Callable[[], str]]:
+    """Factory of fresh RabbitMQ virtual hosts; returns an AMQP URL for each."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"tasker_t_{uuid.uuid4().hex[:12]}"
+        try:
+            _rabbitmqctl("add_vhost", name)
+            _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        except (OSError, subprocess.SubprocessError) as exc:
+            service_unavailable("rabbitmqctl (to create a test vhost)", exc)
+        created.append(name)
+        return f"{rabbitmq_url.rsplit('/', 1)[0]}/{quote(name, safe='')}"
+
+    yield make
+    for name in created:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)

@@ -67,6 +67,9 @@ CREATE TABLE tasker.workflow_steps (
     last_error        jsonb,
     next_retry_at     timestamptz,
     enqueued_at       timestamptz,
+    -- Set once the step's message is surely on the broker: at claim on a transactional
+    -- broker, after the publish confirm otherwise. NULL + old enqueued_at = lost publish.
+    published_at      timestamptz,
     last_attempted_at timestamptz,
     last_failure_at   timestamptz,
     completed_at      timestamptz,
@@ -79,6 +82,8 @@ CREATE INDEX steps_retry_due_idx ON tasker.workflow_steps (next_retry_at)
     WHERE state = 'waiting_for_retry';
 CREATE INDEX steps_in_flight_idx ON tasker.workflow_steps (enqueued_at)
     WHERE state IN ('enqueued', 'in_progress');
+CREATE INDEX steps_unpublished_idx ON tasker.workflow_steps (enqueued_at)
+    WHERE state = 'enqueued' AND published_at IS NULL;
 
 CREATE TABLE tasker.workflow_step_edges (
     from_step_uuid uuid NOT NULL REFERENCES tasker.workflow_steps ON DELETE CASCADE,

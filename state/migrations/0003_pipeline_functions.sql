@@ -62,8 +62,9 @@ $$;
 -- Claims the given steps that are still ready: each moves to enqueued with its attempt
 -- counted (the attempt number is the fence a result must match). Steps that are no longer
 -- ready, or locked by another orchestrator, are skipped, so racing claims enqueue once.
--- Returns what a worker needs to run each claimed step.
-CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[])
+-- Returns what a worker needs to run each claimed step. p_published says whether the
+-- message commits with this transaction (transactional broker) or is published after it.
+CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_published boolean)
 RETURNS TABLE (step_uuid uuid, task_uuid uuid, name text, handler jsonb, attempt integer,
                max_attempts integer, retryable boolean, timeout_seconds double precision,
                namespace text, task_name text, task_version text, context jsonb,
@@ -95,6 +96,7 @@ BEGIN
             UPDATE tasker.workflow_steps w
                SET state = 'enqueued', attempts = w.attempts + 1,
                    enqueued_at = clock_timestamp(), updated_at = clock_timestamp(),
+                   published_at = CASE WHEN p_published THEN clock_timestamp() END,
                    transition_seq = w.transition_seq + 1
              WHERE w.step_uuid = v_step.step_uuid;
             PERFORM tasker.record_step_transition(
@@ -278,4 +280,36 @@ BEGIN
     PERFORM pg_notify('tasker_task_finished', p_task::text || ':' || v_target);
     RETURN QUERY SELECT true, v_target;
 END
+$$;
+
+-- The step message a worker needs, for steps already claimed (used to re-publish).
+CREATE OR REPLACE FUNCTION tasker.step_payloads(p_steps uuid[])
+RETURNS TABLE (step_uuid uuid, task_uuid uuid, name text, handler jsonb, attempt integer,
+               max_attempts integer, retryable boolean, timeout_seconds double precision,
+               namespace text, task_name text, task_version text, context jsonb,
+               correlation_id text, dependency_results jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT w.step_uuid, w.task_uuid, w.name, w.handler, w.attempts, w.max_attempts,
+           w.retryable, w.timeout_seconds, t.namespace, t.name, t.version, t.context,
+           t.correlation_id, tasker.ancestor_results(w.step_uuid)
+      FROM tasker.workflow_steps w JOIN tasker.tasks t USING (task_uuid)
+     WHERE w.step_uuid = ANY (p_steps)
+     ORDER BY w.task_uuid, w.position
+$$;
+
+-- Enqueued steps whose publish was never confirmed within the window (a crash between
+-- commit and confirm): restart their window and return their messages to send again.
+-- The attempt is unchanged, so a duplicate delivery meets the result fence.
+CREATE OR REPLACE FUNCTION tasker.take_unpublished_steps(p_older_than_seconds double precision,
+                                                         p_limit integer)
+RETURNS SETOF uuid
+LANGUAGE sql AS $$
+    UPDATE tasker.workflow_steps w SET enqueued_at = clock_timestamp()
+     WHERE w.step_uuid IN (
+        SELECT s.step_uuid FROM tasker.workflow_steps s
+         WHERE s.state = 'enqueued' AND s.published_at IS NULL
+           AND s.enqueued_at < clock_timestamp() - make_interval(secs => p_older_than_seconds)
+         ORDER BY s.enqueued_at LIMIT p_limit
+           FOR UPDATE SKIP LOCKED)
+    RETURNING w.step_uuid
 $$;

@@ -6,10 +6,7 @@ see each other's messages.
 
 from __future__ import annotations
 
-import subprocess
-import uuid
 from collections.abc import Callable, Iterator
-from urllib.parse import quote
 
 import pytest
 
@@ -19,37 +16,12 @@ from tasker.client import TaskerClient
 from tasker.config import Config, load_config
 from tasker.examples import TEMPLATE_DIRECTORY
 from tasker.state.templates import load_template_directory
-from tests.conftest import service_unavailable
 
 BROKERS = [
     pytest.param("pgmq", marks=pytest.mark.postgres),
     pytest.param("rabbitmq", marks=[pytest.mark.postgres, pytest.mark.rabbitmq]),
 ]
 EXAMPLE_HANDLERS = "tasker.examples.linear,tasker.examples.diamond"
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="session")
-def make_vhost(rabbitmq_url: str) -> Iterator[Callable[[], str]]:
-    """Factory of fresh RabbitMQ virtual hosts; returns an AMQP URL for each."""
-    created: list[str] = []
-
-    def make() -> str:
-        name = f"tasker_t_{uuid.uuid4().hex[:12]}"
-        try:
-            _rabbitmqctl("add_vhost", name)
-            _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        except (OSError, subprocess.SubprocessError) as exc:
-            service_unavailable("rabbitmqctl (to create a test vhost)", exc)
-        created.append(name)
-        return f"{rabbitmq_url.rsplit('/', 1)[0]}/{quote(name, safe='')}"
-
-    yield make
-    for name in created:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)
 
 
 def cluster_config(

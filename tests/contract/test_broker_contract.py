@@ -91,6 +91,27 @@ def test_batch_is_received_in_batches_and_in_order(broker: Broker, queue: str) -
     assert numbers(received) == list(range(10))
 
 
+def test_competing_consumers_each_get_different_messages(broker: Broker, queue: str) -> None:
+    broker.send_batch(queue, [body(number) for number in range(20)])
+    received: list[int] = []
+    lock = threading.Lock()
+
+    def consume() -> None:
+        while deliveries := broker.receive(queue, max_messages=3, visibility_timeout=30.0):
+            for delivery in deliveries:
+                broker.ack(delivery)
+            with lock:
+                received.extend(numbers(deliveries))
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    for consumer in consumers:
+        consumer.start()
+    for consumer in consumers:
+        consumer.join()
+
+    assert sorted(received) == list(range(20))
+
+
 def test_acked_message_is_never_redelivered(broker: Broker, queue: str) -> None:
     broker.send(queue, body(1))
     broker.ack(receive_one(broker, queue, visibility_timeout=1.0))

@@ -131,7 +131,12 @@ def test_get_all_dependency_results_by_prefix_in_name_order_skipping_none() -> N
 
 @pytest.mark.parametrize(
     ("attempt", "max_attempts", "retry_count", "is_retry", "is_last"),
-    [(1, 3, 0, False, False), (2, 3, 1, True, False), (3, 3, 2, True, True), (1, 1, 0, False, True)],
+    [
+        (1, 3, 0, False, False),
+        (2, 3, 1, True, False),
+        (3, 3, 2, True, True),
+        (1, 1, 0, False, True),
+    ],
 )
 def test_retry_accessors(
     attempt: int, max_attempts: int, retry_count: int, is_retry: bool, is_last: bool

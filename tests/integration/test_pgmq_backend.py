@@ -1,0 +1,126 @@
+"""PGMQ specifics the broker contract cannot see: installation, names, errors, wake-ups."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from tasker.messaging.broker import BrokerError
+from tasker.messaging.pgmq import PgmqBroker
+from tasker.messaging.pgmq_install import install_pgmq
+from tasker.state.db import Database
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def database_url(make_database: Callable[[], str]) -> str:
+    return make_database()
+
+
+@pytest.fixture
+def broker(database_url: str) -> Iterator[PgmqBroker]:
+    broker = PgmqBroker(database_url, poll_interval=0.1)
+    yield broker
+    broker.close()
+
+
+def test_installers_racing_on_a_fresh_database_install_pgmq_once(
+    make_database: Callable[[], str],
+) -> None:
+    url = make_database()
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def install() -> None:
+        barrier.wait()
+        try:
+            install_pgmq(url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT count(*) FROM pgmq.list_queues()").fetchone() == (0,)
+    install_pgmq(url)  # and again, later: nothing to do
+
+
+@pytest.mark.parametrize("queue", ["", "Upper", "has-dash", "semi;colon", "x" * 44])
+def test_invalid_queue_names_are_refused_by_name(queue: str) -> None:
+    broker = PgmqBroker("postgresql://unused/db")
+
+    with pytest.raises(BrokerError, match="invalid PGMQ queue name") as raised:
+        broker.ensure_queue(queue)
+
+    assert repr(queue) in str(raised.value)
+    assert not raised.value.recoverable
+
+
+def test_using_a_queue_that_was_never_ensured_says_what_to_do(broker: PgmqBroker) -> None:
+    with pytest.raises(BrokerError, match=r"ensure_queue\('never_made'\)") as raised:
+        broker.send("never_made", b"{}")
+
+    assert not raised.value.recoverable
+
+
+def test_a_body_that_is_not_json_is_refused(broker: PgmqBroker) -> None:
+    broker.ensure_queue("not_json")
+
+    with pytest.raises(BrokerError, match="bodies must be JSON") as raised:
+        broker.send("not_json", b"not json")
+
+    assert not raised.value.recoverable
+
+
+def test_errors_inside_the_callers_transaction_surface_as_broker_errors(
+    broker: PgmqBroker, database_url: str
+) -> None:
+    database = Database(database_url, max_size=1)
+    try:
+        with pytest.raises(BrokerError), database.transaction() as transaction:
+            broker.send("missing_in_tx", b"{}", within=transaction)
+    finally:
+        database.close()
+
+
+def test_ensure_queue_enables_unthrottled_insert_notifications(
+    broker: PgmqBroker, database_url: str
+) -> None:
+    broker.ensure_queue("notified")
+    broker.ensure_queue("notified")
+
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(
+            "SELECT queue_name, throttle_interval_ms FROM pgmq.notify_insert_throttle"
+            " WHERE queue_name LIKE 'notified%'"
+        ).fetchall()
+    assert rows == [("notified", 0)]
+
+
+def test_a_body_comes_back_as_equal_json(broker: PgmqBroker) -> None:
+    broker.ensure_queue("normalised")
+    broker.send("normalised", b'{"b":1,"a":[1,2]}')
+
+    (delivery,) = broker.receive("normalised")
+
+    assert delivery.body == b'{"a": [1, 2], "b": 1}'
+
+
+def test_a_closed_broker_refuses_work(database_url: str) -> None:
+    broker = PgmqBroker(database_url)
+    broker.ensure_queue("after_close")
+    broker.close()
+
+    with pytest.raises(BrokerError, match="closed") as raised:
+        broker.send("after_close", b"{}")
+
+    assert not raised.value.recoverable
