@@ -17,7 +17,7 @@ import pykka
 
 from tasker.actors.messages import ActorMessage
 from tasker.messaging.broker import Broker, BrokerError, Delivery
-from tasker.messaging.messages import AnyMessage, UndecodableMessage, decode
+from tasker.messaging.messages import AnyMessage, UndecodableMessageError, decode
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class InboxPump(threading.Thread):
     def _dispatch(self, delivery: Delivery) -> None:
         try:
             message = self.translate(delivery, decode(delivery.body))
-        except UndecodableMessage as exc:
+        except UndecodableMessageError as exc:
             self.broker.dead_letter(delivery, f"undecodable message on {self.queue}: {exc}")
             return
         if message is None:

@@ -46,7 +46,7 @@ from tasker.messaging.broker import Broker, Delivery
 from tasker.messaging.messages import (
     ORCHESTRATION_RESULTS_QUEUE,
     StepMessage,
-    UndecodableMessage,
+    UndecodableMessageError,
     decode,
     worker_queue,
 )
@@ -137,7 +137,7 @@ class Worker:
     def _shutdown(self) -> int:
         log.info("worker %s stopping: %d steps in flight", self.worker_id, self.in_flight)
         self._slots.wake()
-        self.broker.wake()
+        self._safely("wake", self.broker.wake)
         for thread in self._consumers:
             thread.join()
         self._hand_back(JobState.QUEUED, "not started")
@@ -237,7 +237,7 @@ class Worker:
         """The step message in `delivery`, or None after dead-lettering what is not one."""
         try:
             message = decode(delivery.body)
-        except UndecodableMessage as exc:
+        except UndecodableMessageError as exc:
             reason = f"undecodable message on {delivery.queue}: {exc}"
         else:
             if isinstance(message, StepMessage):
@@ -367,8 +367,9 @@ def run_worker(
 ) -> int:
     """Run a worker until SIGTERM/SIGINT (a second signal skips the grace period).
 
-    Returns the exit code: 0 after a graceful stop, 1 if the worker failed, 2 if it could
-    not start (bad handler module or option). The caller owns and closes `broker`.
+    Returns the exit code: 0 after a graceful stop (also when steps still running at the
+    end of the grace period were handed back to the queue), 1 if the worker failed, 2 if it
+    could not start (bad handler module or option). The caller owns and closes `broker`.
     """
     try:
         worker = Worker(config, broker, registry=registry, process_pool=process_pool)

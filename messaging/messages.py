@@ -114,7 +114,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyMessage)
 
 
-class UndecodableMessage(Exception):
+class UndecodableMessageError(Exception):
     """A body that is not a valid wire message; carries the decoder's reason."""
 
 
@@ -124,9 +124,9 @@ def encode(message: WireMessage) -> bytes:
 
 
 def decode(body: bytes) -> AnyMessage:
-    """Parse JSON bytes into the wire message they hold, or raise UndecodableMessage."""
+    """Parse JSON bytes into the wire message they hold, or raise UndecodableMessageError."""
     try:
         message: AnyMessage = _decoder.decode(body)
         return message
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise UndecodableMessage(str(exc)) from exc
+        raise UndecodableMessageError(str(exc)) from exc

@@ -51,7 +51,11 @@ def classify(exc: BaseException) -> bool | None:
         # A consumer timeout is a 406 too, but a new channel recovers from it.
         timed_out = "acknowledgement" in str(exc.reply_text)
         return timed_out or exc.reply_code not in _PERMANENT_REPLY_CODES
-    return True if isinstance(exc, px.AMQPError | OSError) else None
+    if isinstance(exc, px.AMQPError | OSError):
+        return True
+    # Any other pika exception (reentrancy, bad callbacks) is a bug retrying cannot fix,
+    # but it is still translated: no pika type leaves the backend.
+    return False if type(exc).__module__.startswith("pika") else None
 
 
 def describe(exc: BaseException) -> str:

@@ -127,8 +127,13 @@ $$;
 -- The task's next state from its step counts, once a result has been applied.
 CREATE OR REPLACE FUNCTION tasker.next_task_state(p_task uuid, p_has_ready boolean)
 RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT CASE
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    t record;
+BEGIN
+    SELECT failed_steps, in_flight_steps, done_steps, total_steps, retrying_steps INTO t
+      FROM tasker.tasks WHERE task_uuid = p_task;
+    RETURN CASE
         WHEN t.failed_steps > 0 AND t.in_flight_steps = 0 THEN 'blocked_by_failures'
         WHEN t.failed_steps > 0 THEN 'steps_in_process'
         WHEN p_has_ready THEN 'enqueuing_steps'
@@ -136,8 +141,8 @@ LANGUAGE sql STABLE AS $$
         WHEN t.done_steps = t.total_steps THEN 'evaluating_results'
         WHEN t.retrying_steps > 0 THEN 'waiting_for_retry'
         ELSE 'waiting_for_dependencies'
-    END
-      FROM tasker.tasks t WHERE t.task_uuid = p_task
+    END;
+END
 $$;
 
 -- Applies one attempt's outcome, once: the step must be enqueued or in progress on exactly
