@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pykka
 
 from tasker.messaging.broker import Broker
@@ -21,6 +22,12 @@ log = logging.getLogger(__name__)
 RETRY_DELAY_SECONDS = 1.0
 
 
+class HandlingFailed(msgspec.Struct, frozen=True):
+    """The reply an asker gets when handling its message failed (the actor lives on)."""
+
+    reason: str
+
+
 class GuardedActor(pykka.ThreadingActor):
     """Dispatches each message to `handlers()[type(message)]`, containing any failure."""
 
@@ -29,19 +36,21 @@ class GuardedActor(pykka.ThreadingActor):
         self.broker = broker
         self._dispatch = self.handlers()
 
-    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+    def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         raise NotImplementedError
 
-    def on_receive(self, message: Any) -> None:
+    def on_receive(self, message: Any) -> Any:
+        """Handle one message; the handler's return value is the reply to an `ask`."""
         handler = self._dispatch.get(type(message))
         if handler is None:
             log.error("%s got a message it does not handle: %r", type(self).__name__, message)
-            return
+            return None
         try:
-            handler(message)
-        except Exception:
+            return handler(message)
+        except Exception as exc:
             log.exception("%s failed to handle %s", type(self).__name__, type(message).__name__)
             self._give_back(message)
+            return HandlingFailed(f"{type(exc).__name__}: {exc}")
 
     def _give_back(self, message: Any) -> None:
         delivery = getattr(message, "delivery", None)

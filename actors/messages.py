@@ -8,7 +8,11 @@ from uuid import UUID
 import msgspec
 
 from tasker.messaging.broker import Delivery
-from tasker.messaging.messages import StepResultMessage, TaskRequestMessage
+from tasker.messaging.messages import (
+    StepResultMessage,
+    TaskRequestMessage,
+    WorkerHeartbeatMessage,
+)
 
 
 class ActorMessage(msgspec.Struct, frozen=True):
@@ -22,11 +26,24 @@ class TaskRequestReceived(ActorMessage, frozen=True):
     request: TaskRequestMessage
 
 
+class CreateTask(ActorMessage, frozen=True):
+    """Create a task now and reply with its `TaskAdmission` (asked by the API, not told)."""
+
+    request: TaskRequestMessage
+
+
 class StepResultReceived(ActorMessage, frozen=True):
     """A worker reported an attempt; `delivery` is acked when the result is applied."""
 
     delivery: Delivery
     result: StepResultMessage
+
+
+class WorkerHeartbeatReceived(ActorMessage, frozen=True):
+    """A worker announced itself; `delivery` is acked when the heartbeat is recorded."""
+
+    delivery: Delivery
+    heartbeat: WorkerHeartbeatMessage
 
 
 class EnqueueSteps(ActorMessage, frozen=True):

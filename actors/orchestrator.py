@@ -8,22 +8,32 @@ from typing import Any
 
 import pykka
 
+from tasker.actors.guarded import HandlingFailed
 from tasker.actors.inbox import InboxPump
-from tasker.actors.messages import ActorMessage, StepResultReceived, TaskRequestReceived
+from tasker.actors.messages import (
+    ActorMessage,
+    CreateTask,
+    StepResultReceived,
+    TaskRequestReceived,
+    WorkerHeartbeatReceived,
+)
 from tasker.actors.result_processor import ResultProcessor
 from tasker.actors.step_discovery import StepDiscovery
 from tasker.actors.step_enqueuer import StepEnqueuer
 from tasker.actors.supervisor import Supervisor
 from tasker.actors.task_finalizer import TaskFinalizer
-from tasker.actors.task_initializer import TaskInitializer
+from tasker.actors.task_initializer import TaskAdmission, TaskInitializer
+from tasker.actors.worker_registry import WorkerRegistry
 from tasker.config import Config
 from tasker.messaging.broker import Broker, Delivery
 from tasker.messaging.messages import (
     ORCHESTRATION_RESULTS_QUEUE,
     ORCHESTRATION_TASK_REQUESTS_QUEUE,
+    ORCHESTRATION_WORKER_HEARTBEATS_QUEUE,
     AnyMessage,
     StepResultMessage,
     TaskRequestMessage,
+    WorkerHeartbeatMessage,
 )
 from tasker.state.db import Database
 from tasker.state.repository import StateRepository
@@ -43,6 +53,23 @@ def _as_step_result(delivery: Delivery, message: AnyMessage) -> ActorMessage | N
     return None
 
 
+class TaskCreationFailedError(RuntimeError):
+    """Creating a task failed for a reason outside the request (e.g. the database)."""
+
+
+def _as_worker_heartbeat(delivery: Delivery, message: AnyMessage) -> ActorMessage | None:
+    if isinstance(message, WorkerHeartbeatMessage):
+        return WorkerHeartbeatReceived(delivery, message)
+    return None
+
+
+_INBOXES = (
+    ORCHESTRATION_TASK_REQUESTS_QUEUE,
+    ORCHESTRATION_RESULTS_QUEUE,
+    ORCHESTRATION_WORKER_HEARTBEATS_QUEUE,
+)
+
+
 class Orchestrator:
     """All orchestration actors of one process; any number may share a database."""
 
@@ -55,7 +82,7 @@ class Orchestrator:
         self.pumps: list[InboxPump] = []
 
     def start(self) -> Supervisor:
-        for queue in (ORCHESTRATION_TASK_REQUESTS_QUEUE, ORCHESTRATION_RESULTS_QUEUE):
+        for queue in _INBOXES:
             self.broker.ensure_queue(queue)
         self._start_actors()
         for pump in self.pumps:
@@ -82,11 +109,16 @@ class Orchestrator:
             finalizer=finalizer,
             discovery=discovery,
         )
-        initializer = TaskInitializer.start(broker, database, repository, enqueuer)
-        self.actors = [enqueuer, finalizer, discovery, results, initializer]
+        initializer = TaskInitializer.start(
+            broker, database, repository, enqueuer, max_context_bytes=self.config.max_context_bytes
+        )
+        self.initializer = initializer
+        registry = WorkerRegistry.start(broker, database, repository)
+        self.actors = [enqueuer, finalizer, discovery, results, initializer, registry]
         self.pumps = [
             self._pump(ORCHESTRATION_TASK_REQUESTS_QUEUE, initializer, _as_task_request),
             self._pump(ORCHESTRATION_RESULTS_QUEUE, results, _as_step_result),
+            self._pump(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, registry, _as_worker_heartbeat),
         ]
 
     def _pump(self, queue: str, target: pykka.ActorRef[Any], translate: Any) -> InboxPump:
@@ -99,6 +131,14 @@ class Orchestrator:
             visibility_timeout=self.config.visibility_timeout_seconds,
             wait=self.config.poll_interval_seconds,
         )
+
+    def create_task(self, request: TaskRequestMessage, timeout: float = 30.0) -> TaskAdmission:
+        """Create a task synchronously (for the API): the initializer's reply, or why not."""
+        reply = self.initializer.ask(CreateTask(request), timeout=timeout)
+        if isinstance(reply, HandlingFailed):
+            raise TaskCreationFailedError(reply.reason)
+        assert isinstance(reply, TaskAdmission)
+        return reply
 
     def stop(self) -> None:
         for pump in self.pumps:

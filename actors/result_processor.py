@@ -41,7 +41,7 @@ class ResultProcessor(GuardedActor):
         self.finalizer = finalizer
         self.discovery = discovery
 
-    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+    def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {StepResultReceived: self.process}
 
     def process(self, message: StepResultReceived) -> None:

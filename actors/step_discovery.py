@@ -46,7 +46,7 @@ class StepDiscovery(GuardedActor):
         self._timers: list[threading.Timer] = []
         self._periodic: threading.Timer | None = None
 
-    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+    def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {RetryDue: self.retry_due, Sweep: self.sweep}
 
     def on_start(self) -> None:

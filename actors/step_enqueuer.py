@@ -51,7 +51,7 @@ class StepEnqueuer(GuardedActor):
         self.repository = repository
         self._known_queues: set[str] = set()
 
-    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+    def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {EnqueueSteps: self.enqueue, RepublishUnconfirmed: self.republish}
 
     def enqueue(self, message: EnqueueSteps) -> None:

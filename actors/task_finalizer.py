@@ -21,7 +21,7 @@ class TaskFinalizer(GuardedActor):
         self.database = database
         self.repository = repository
 
-    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
+    def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {FinalizeTask: self.finalize}
 
     def finalize(self, message: FinalizeTask) -> None:

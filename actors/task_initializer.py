@@ -1,22 +1,41 @@
-"""Task initialization: turn a client's request into a task, its steps and edges."""
+"""Task initialization: turn a client's request into a task, its steps and edges.
+
+Requests arrive from the task-request queue (told) or from the API (asked, with a reply).
+Both take the same path: admission (template, size, input_schema, identity), then one
+transaction creating the task, then the root steps go to enqueueing.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import pykka
 
 from tasker.actors.guarded import GuardedActor
-from tasker.actors.messages import EnqueueSteps, TaskRequestReceived
-from tasker.messaging.broker import Broker
+from tasker.actors.messages import CreateTask, EnqueueSteps, TaskRequestReceived
+from tasker.messaging.broker import Broker, Delivery
+from tasker.messaging.messages import TaskRequestMessage
+from tasker.state.admission import TaskRejectedError, check_request
 from tasker.state.db import Database
 from tasker.state.errors import TemplateNotFoundError
 from tasker.state.repository import RegisteredTemplate, StateRepository, TaskSpec
 
 log = logging.getLogger(__name__)
+
+
+class TaskAdmission(msgspec.Struct, frozen=True):
+    """The reply to a creation request: the task (new or existing) or why it was refused."""
+
+    task_uuid: UUID | None
+    created: bool
+    status: str | None = None
+    rejection: str | None = None
+    problems: list[str] = msgspec.field(default_factory=list)
+    template_missing: bool = False
 
 
 class TemplateCatalog:
@@ -34,43 +53,70 @@ class TemplateCatalog:
 
 
 class TaskInitializer(GuardedActor):
-    """Creates each requested task in one transaction, then hands its roots to enqueueing."""
-
     def __init__(
         self,
         broker: Broker,
         database: Database,
         repository: StateRepository,
         enqueuer: pykka.ActorRef[Any],
+        *,
+        max_context_bytes: int,
     ) -> None:
         super().__init__(broker)
         self.database = database
         self.repository = repository
         self.catalog = TemplateCatalog(repository)
         self.enqueuer = enqueuer
+        self.max_context_bytes = max_context_bytes
 
-    def handlers(self) -> dict[type[Any], Callable[[Any], None]]:
-        return {TaskRequestReceived: self.initialize}
+    def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
+        return {TaskRequestReceived: self.from_queue, CreateTask: self.from_api}
 
-    def initialize(self, message: TaskRequestReceived) -> None:
-        request = message.request
+    def from_api(self, message: CreateTask) -> TaskAdmission:
+        return self._admit(message.request, delivery=None)
+
+    def from_queue(self, message: TaskRequestReceived) -> None:
+        admission = self._admit(message.request, delivery=message.delivery)
+        if admission.rejection is not None:
+            # Nothing is lost: the request and the reason wait in the dead-letter queue.
+            self.broker.dead_letter(message.delivery, admission.rejection)
+
+    def _admit(self, request: TaskRequestMessage, *, delivery: Delivery | None) -> TaskAdmission:
         try:
             registered = self.catalog.get(request.namespace, request.name, request.version)
+            identity = check_request(
+                registered.template,
+                request.context,
+                idempotency_key=request.idempotency_key,
+                max_context_bytes=self.max_context_bytes,
+            )
         except TemplateNotFoundError as exc:
-            log.error("rejected task request %s: %s", request.task_uuid, exc)
-            self.broker.dead_letter(message.delivery, str(exc))
-            return
-        spec = msgspec.convert(msgspec.structs.asdict(request), TaskSpec, from_attributes=True)
+            log.warning("rejected task request %s: %s", request.task_uuid, exc)
+            return TaskAdmission(None, False, rejection=str(exc), template_missing=True)
+        except TaskRejectedError as exc:
+            log.warning("rejected task request %s: %s", request.task_uuid, exc)
+            return TaskAdmission(None, False, rejection=str(exc), problems=exc.problems)
+        return self._create(registered, request, identity, delivery)
+
+    def _create(
+        self,
+        registered: RegisteredTemplate,
+        request: TaskRequestMessage,
+        identity: str | None,
+        delivery: Delivery | None,
+    ) -> TaskAdmission:
+        spec = msgspec.convert(msgspec.structs.asdict(request), TaskSpec)
         with self.database.transaction() as unit:
-            creation = self.repository.create_task(unit, registered, spec)
-            self.broker.ack(message.delivery, within=unit)
+            creation = self.repository.create_task(unit, registered, spec, identity_hash=identity)
+            if delivery is not None:
+                self.broker.ack(delivery, within=unit)
         if not creation.created:
             log.info(
-                "task %s already exists (%s); request not applied twice",
+                "task request %s matches existing task %s (%s); nothing created",
                 request.task_uuid,
+                creation.task_uuid,
                 creation.status,
             )
-            return
-        log.info("task %s created from %s", request.task_uuid, registered.template.identity)
-        if creation.ready_steps:
+        elif creation.ready_steps:
             self.enqueuer.tell(EnqueueSteps(creation.ready_steps))
+        return TaskAdmission(creation.task_uuid, creation.created, creation.status)

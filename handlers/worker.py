@@ -14,7 +14,9 @@ step runs on a handler thread; its result is sent with `ack_with_reply`. Around 
   in the background and its slot stays taken until it returns (its late result is
   discarded); `process_pool=True` runs handlers in child processes instead;
 - `stop()` (SIGTERM/SIGINT under `run_worker`) stops receiving, hands back what has not
-  started, and lets running handlers finish within `shutdown_grace_seconds`.
+  started, and lets running handlers finish within `shutdown_grace_seconds`;
+- presence heartbeats (`presence.py`) tell the orchestrator this worker is alive, what it
+  serves and how busy it is, and finally that it stopped.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tasker.handlers.fence import AttemptFence, Claim
 from tasker.handlers.jobs import Job, JobState, JobTable
 from tasker.handlers.outcome import result_from_exception
 from tasker.handlers.pool import HandlerPool
+from tasker.handlers.presence import Presence
 from tasker.handlers.process_runner import ProcessRunner
 from tasker.handlers.registry import HandlerLoadError, HandlerRegistry
 from tasker.handlers.reporting import encode_result, new_worker_id
@@ -93,6 +96,14 @@ class Worker:
         self._forced = threading.Event()
         self._consumers: list[threading.Thread] = []
         self._exit_code = 0
+        self._presence = Presence(
+            broker,
+            worker_id=self.worker_id,
+            namespaces=config.namespaces,
+            concurrency=config.concurrency,
+            interval=config.worker_heartbeat_seconds,
+            in_flight=lambda: self.in_flight,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -123,6 +134,7 @@ class Worker:
         )
         self._pool.start()
         self._scheduler.start()
+        self._presence.start()
         self._scheduler.call_every(self.config.visibility_timeout_seconds / 3, self._heartbeat)
         for namespace in self.config.namespaces:
             thread = threading.Thread(
@@ -136,6 +148,7 @@ class Worker:
 
     def _shutdown(self) -> int:
         log.info("worker %s stopping: %d steps in flight", self.worker_id, self.in_flight)
+        self._presence.stopping()
         self._slots.wake()
         self._safely("wake", self.broker.wake)
         for thread in self._consumers:
@@ -147,6 +160,7 @@ class Worker:
         self._pool.shutdown()
         if self._process_runner is not None:
             self._process_runner.shutdown()
+        self._presence.stop()
         log.info("worker %s stopped", self.worker_id)
         return self._exit_code
 

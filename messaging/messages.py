@@ -15,6 +15,7 @@ import msgspec
 
 ORCHESTRATION_RESULTS_QUEUE = "orchestration_step_results"
 ORCHESTRATION_TASK_REQUESTS_QUEUE = "orchestration_task_requests"
+ORCHESTRATION_WORKER_HEARTBEATS_QUEUE = "orchestration_worker_heartbeats"
 
 
 def worker_queue(namespace: str) -> str:
@@ -108,7 +109,30 @@ class TaskRequestMessage(WireMessage, frozen=True, tag="task_request"):
     idempotency_key: str | None = None
 
 
-AnyMessage = StepMessage | StepResultMessage | TaskRequestMessage
+WorkerStatus = Literal["running", "stopping", "stopped"]
+
+
+class WorkerHeartbeatMessage(WireMessage, frozen=True, tag="worker_heartbeat"):
+    """Worker -> orchestrator: "I exist, and this is what I am doing" (sent periodically).
+
+    Workers announce themselves through the broker, never PostgreSQL. `sent_at` orders
+    heartbeats (a late, older one never overwrites a newer one); `interval_seconds` tells
+    the reader how soon the next one is due, so it can tell a dead worker.
+    """
+
+    worker_id: str
+    host: str
+    pid: int
+    namespaces: list[str]
+    in_flight: int
+    concurrency: int
+    started_at: datetime
+    sent_at: datetime
+    status: WorkerStatus = "running"
+    interval_seconds: float = 5.0
+
+
+AnyMessage = StepMessage | StepResultMessage | TaskRequestMessage | WorkerHeartbeatMessage
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyMessage)

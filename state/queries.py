@@ -17,7 +17,9 @@ LIST_TEMPLATES = """
 SELECT namespace, name, version FROM tasker.task_templates ORDER BY namespace, name, version
 """
 
-CREATE_TASK = "SELECT created, status, ready_steps FROM tasker.create_task(%s, %s, %s)"
+CREATE_TASK = """
+SELECT created, task_uuid, status, ready_steps FROM tasker.create_task(%s, %s, %s)
+"""
 
 CLAIM_STEPS = """
 SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, timeout_seconds,
@@ -102,4 +104,33 @@ TAKE_UNPUBLISHED_STEPS = "SELECT * FROM tasker.take_unpublished_steps(%s, %s)"
 MARK_PUBLISHED = """
 UPDATE tasker.workflow_steps SET published_at = clock_timestamp()
  WHERE step_uuid = ANY (%s::uuid[]) AND state = 'enqueued' AND published_at IS NULL
+"""
+
+# Keeps the latest heartbeat per worker: an older one (redelivered, or overtaken in the
+# queue) changes nothing. Returns a row only when this heartbeat was applied.
+RECORD_WORKER_HEARTBEAT = """
+INSERT INTO tasker.workers AS w (worker_id, host, pid, namespaces, in_flight, concurrency,
+                                 status, started_at, last_heartbeat_at,
+                                 heartbeat_interval_seconds)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (worker_id) DO UPDATE SET
+    host = EXCLUDED.host, pid = EXCLUDED.pid, namespaces = EXCLUDED.namespaces,
+    in_flight = EXCLUDED.in_flight, concurrency = EXCLUDED.concurrency,
+    status = EXCLUDED.status, started_at = EXCLUDED.started_at,
+    last_heartbeat_at = EXCLUDED.last_heartbeat_at,
+    heartbeat_interval_seconds = EXCLUDED.heartbeat_interval_seconds
+ WHERE w.last_heartbeat_at < EXCLUDED.last_heartbeat_at
+RETURNING worker_id
+"""
+
+# Alive: not stopped, and heard from within three of its own heartbeat intervals.
+LIST_WORKERS = """
+SELECT worker_id, host, pid, namespaces, in_flight, concurrency, status, started_at,
+       last_heartbeat_at, heartbeat_interval_seconds,
+       extract(epoch FROM clock_timestamp() - last_heartbeat_at)::double precision,
+       status <> 'stopped'
+         AND last_heartbeat_at > clock_timestamp()
+                                 - make_interval(secs => 3 * heartbeat_interval_seconds)
+  FROM tasker.workers
+ ORDER BY host, started_at, worker_id
 """

@@ -117,3 +117,39 @@ class TransitionRecord(msgspec.Struct, frozen=True):
     sort_key: int
     most_recent: bool
     created_at: datetime
+
+
+class WorkerHeartbeat(msgspec.Struct, frozen=True):
+    """What a worker said about itself in one heartbeat (the broker message, as state)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    namespaces: list[str]
+    in_flight: int
+    concurrency: int
+    status: str
+    started_at: datetime
+    sent_at: datetime
+    interval_seconds: float
+
+
+class WorkerRecord(msgspec.Struct, frozen=True):
+    """A worker as operators see it: its latest heartbeat and whether it is alive.
+
+    `alive` is false once the worker said it stopped, or after three heartbeat intervals
+    without news (it crashed, hangs, or lost the broker). The age is by the database clock.
+    """
+
+    worker_id: str
+    host: str
+    pid: int
+    namespaces: list[str]
+    in_flight: int
+    concurrency: int
+    status: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    heartbeat_interval_seconds: float
+    heartbeat_age_seconds: float
+    alive: bool

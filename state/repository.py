@@ -33,6 +33,8 @@ from tasker.state.records import (
     TaskCreation,
     TaskView,
     TransitionRecord,
+    WorkerHeartbeat,
+    WorkerRecord,
 )
 from tasker.state.states import StepState, TaskState, step_sources, task_sources
 from tasker.state.templates import TaskTemplate, template_from_json, template_to_json
@@ -106,9 +108,18 @@ class StateRepository:
     # Pipeline ------------------------------------------------------------------------------
 
     def create_task(
-        self, unit: UnitOfWork, registered: RegisteredTemplate, spec: TaskSpec
+        self,
+        unit: UnitOfWork,
+        registered: RegisteredTemplate,
+        spec: TaskSpec,
+        *,
+        identity_hash: str | None = None,
     ) -> TaskCreation:
-        """Create a task with its steps and edges; a repeated task_uuid is a no-op."""
+        """Create a task with its steps and edges.
+
+        A repeated task_uuid, or an identity_hash an existing task already has, creates
+        nothing: the result then carries the existing task's id with `created` False.
+        """
         template = registered.template
         step_ids = {step.name: new_id() for step in template.steps}
         task = {
@@ -118,6 +129,7 @@ class StateRepository:
             "namespace": template.namespace_name,
             "name": template.name,
             "version": template.version,
+            "identity_hash": identity_hash,
         }
         steps = [self._step_row(template, index, step_ids) for index in range(len(template.steps))]
         edges = [
@@ -126,7 +138,7 @@ class StateRepository:
             for parent in step.dependencies
         ]
         row = unit.execute_sql(queries.CREATE_TASK, (Jsonb(task), Jsonb(steps), Jsonb(edges)))[0]
-        return TaskCreation(spec.task_uuid, row[0], row[1], tuple(row[2]))
+        return TaskCreation(row[1], row[0], row[2], tuple(row[3]))
 
     def _step_row(
         self, template: TaskTemplate, index: int, step_ids: dict[str, UUID]
@@ -278,6 +290,34 @@ class StateRepository:
         if not applied:
             raise StaleTransitionError(kind, uuid, frozenset(map(str, expected)), actual, target)
         return str(actual)
+
+    # Workers -------------------------------------------------------------------------------
+
+    def record_worker_heartbeat(self, unit: UnitOfWork, heartbeat: WorkerHeartbeat) -> bool:
+        """Keep `heartbeat` if it is the worker's newest (by `sent_at`); whether it was."""
+        beat = heartbeat
+        rows = unit.execute_sql(
+            queries.RECORD_WORKER_HEARTBEAT,
+            (
+                beat.worker_id,
+                beat.host,
+                beat.pid,
+                beat.namespaces,
+                beat.in_flight,
+                beat.concurrency,
+                beat.status,
+                beat.started_at,
+                beat.sent_at,
+                beat.interval_seconds,
+            ),
+        )
+        return bool(rows)
+
+    def list_workers(self) -> list[WorkerRecord]:
+        """Every worker ever heard from, with its latest heartbeat and liveness."""
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(queries.LIST_WORKERS)
+        return [WorkerRecord(*row) for row in rows]
 
     # Reads ---------------------------------------------------------------------------------
 

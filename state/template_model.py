@@ -14,6 +14,9 @@ import msgspec
 StepType = Literal["standard", "decision", "deferred_convergence", "batchable", "batch_worker"]
 Backoff = Literal["exponential", "linear", "fibonacci", "none"]
 FailureStrategy = Literal["continue_on_failure", "fail_fast", "isolate"]
+#: How duplicate task requests are recognised: `strict` (same template and context),
+#: `caller_provided` (same idempotency_key) or `always_unique` (never).
+IdentityStrategy = Literal["strict", "caller_provided", "always_unique"]
 
 
 class HandlerDefinition(msgspec.Struct, frozen=True):
@@ -114,6 +117,7 @@ class TaskTemplate(msgspec.Struct, frozen=True):
     lifecycle: dict[str, Any] = msgspec.field(default_factory=dict)
     domain_events: tuple[Any, ...] = ()
     system_dependencies: dict[str, Any] = msgspec.field(default_factory=dict)
+    identity_strategy: IdentityStrategy = "always_unique"
 
     @property
     def identity(self) -> str:

@@ -17,6 +17,7 @@ from tasker.ids import new_id
 from tasker.messaging.backends import broker_from_config
 from tasker.messaging.broker import Broker
 from tasker.messaging.messages import ORCHESTRATION_TASK_REQUESTS_QUEUE, TaskRequestMessage, encode
+from tasker.state.admission import check_request
 from tasker.state.db import Database, connect
 from tasker.state.errors import TaskNotFoundError
 from tasker.state.records import TaskView
@@ -42,8 +43,18 @@ class TaskerClient:
     def create_task(
         self, namespace: str, name: str, version: str, context: dict[str, Any], **fields: Any
     ) -> UUID:
-        """Submit a task request; the template must be registered. Returns the task's id."""
-        self.repository.get_template(namespace, name, version)  # fail fast, naming it
+        """Submit a task request; returns the task's id.
+
+        The request is checked here first (registered template, context size, input_schema),
+        so a bad one fails at once with the reason instead of in the dead-letter queue.
+        """
+        registered = self.repository.get_template(namespace, name, version)
+        check_request(
+            registered.template,
+            context,
+            idempotency_key=fields.get("idempotency_key"),
+            max_context_bytes=self.config.max_context_bytes,
+        )
         request = TaskRequestMessage(
             task_uuid=new_id(),
             namespace=namespace,

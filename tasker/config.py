@@ -31,6 +31,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     handlers: tuple[str, ...] = ()
     concurrency: int = msgspec.field(default=4)
     shutdown_grace_seconds: float = 30.0
+    # How often a worker announces itself (the orchestrator records it in tasker.workers).
+    worker_heartbeat_seconds: float = 5.0
     # Compatibility layers the worker enables ("tasker-core": import tasker_core handlers).
     compat: tuple[str, ...] = ()
     # Messaging
@@ -48,6 +50,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database_pool_size: int = 8
     sweep_interval_seconds: float = 5.0
     republish_after_seconds: float = 60.0
+    max_context_bytes: int = 1_048_576
     api_bind: str = "127.0.0.1:8080"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
@@ -56,6 +59,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         _require_positive(self, "concurrency", "visibility_timeout_seconds")
         _require_positive(self, "poll_interval_seconds", "max_deliveries", "batch_size")
         _require_positive(self, "default_max_attempts", "database_pool_size")
+        _require_positive(self, "worker_heartbeat_seconds")
         if not 0.0 <= self.backoff_jitter <= 1.0:
             raise ConfigError("backoff_jitter", "must be between 0.0 and 1.0")
 

@@ -29,6 +29,8 @@ CREATE TABLE tasker.tasks (
     priority        integer NOT NULL DEFAULT 0,
     correlation_id  text,
     idempotency_key text,
+    -- Set when the template's identity strategy makes duplicate requests recognisable.
+    identity_hash   text,
     -- Step counts by bucket, kept by a trigger: finalization never scans a task's steps.
     total_steps     integer NOT NULL DEFAULT 0,
     pending_steps   integer NOT NULL DEFAULT 0,
@@ -47,6 +49,8 @@ CREATE INDEX tasks_active_idx ON tasker.tasks (status, updated_at)
     WHERE status NOT IN ('complete', 'error', 'cancelled', 'resolved_manually');
 CREATE INDEX tasks_namespace_created_idx ON tasker.tasks (namespace, created_at DESC);
 CREATE INDEX tasks_created_idx ON tasker.tasks (created_at DESC);
+CREATE UNIQUE INDEX tasks_identity_idx ON tasker.tasks (identity_hash)
+    WHERE identity_hash IS NOT NULL;
 
 CREATE TABLE tasker.workflow_steps (
     step_uuid         uuid PRIMARY KEY,

@@ -2,9 +2,10 @@
 -- finalize a task. Each is one call, one round trip.
 
 -- Creates a task with its steps and edges; idempotent on task_uuid (a redelivered request
--- is a no-op). Returns the root steps, which are ready at once.
+-- is a no-op) and on identity_hash (a duplicate request gets the existing task). Returns
+-- the root steps, which are ready at once.
 CREATE OR REPLACE FUNCTION tasker.create_task(p_task jsonb, p_steps jsonb, p_edges jsonb)
-RETURNS TABLE (created boolean, status text, ready_steps uuid[])
+RETURNS TABLE (created boolean, task_uuid uuid, status text, ready_steps uuid[])
 LANGUAGE plpgsql AS $$
 DECLARE
     v_task uuid := (p_task->>'task_uuid')::uuid;
@@ -13,16 +14,19 @@ DECLARE
 BEGIN
     INSERT INTO tasker.tasks (task_uuid, template_uuid, namespace, name, version, status,
         context, initiator, source_system, reason, tags, priority, correlation_id,
-        idempotency_key, total_steps, pending_steps)
+        idempotency_key, identity_hash, total_steps, pending_steps)
     SELECT v_task, (p_task->>'template_uuid')::uuid, p_task->>'namespace', p_task->>'name',
            p_task->>'version', 'pending', coalesce(p_task->'context', '{}'),
            p_task->>'initiator', p_task->>'source_system', p_task->>'reason',
            coalesce(p_task->'tags', '[]'), coalesce((p_task->>'priority')::int, 0),
-           p_task->>'correlation_id', p_task->>'idempotency_key', v_total, v_total
-    ON CONFLICT (task_uuid) DO NOTHING;
+           p_task->>'correlation_id', p_task->>'idempotency_key', p_task->>'identity_hash',
+           v_total, v_total
+    ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT false, t.status, '{}'::uuid[]
-                       FROM tasker.tasks t WHERE t.task_uuid = v_task;
+        RETURN QUERY SELECT false, t.task_uuid, t.status, '{}'::uuid[]
+                       FROM tasker.tasks t
+                      WHERE t.task_uuid = v_task OR t.identity_hash = p_task->>'identity_hash'
+                      LIMIT 1;
         RETURN;
     END IF;
 
@@ -50,12 +54,12 @@ BEGIN
     PERFORM tasker.move_task(v_task, 'pending', 'initializing');
     IF v_total = 0 THEN
         PERFORM tasker.move_task(v_task, 'initializing', 'complete');
-        RETURN QUERY SELECT true, 'complete'::text, v_ready;
+        RETURN QUERY SELECT true, v_task, 'complete'::text, v_ready;
         RETURN;
     END IF;
     PERFORM tasker.move_task(v_task, 'initializing', 'enqueuing_steps',
                              jsonb_build_object('ready_steps', cardinality(v_ready)));
-    RETURN QUERY SELECT true, 'enqueuing_steps'::text, v_ready;
+    RETURN QUERY SELECT true, v_task, 'enqueuing_steps'::text, v_ready;
 END
 $$;
 

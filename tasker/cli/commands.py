@@ -14,6 +14,7 @@ from tasker.cli import render
 from tasker.config import Config, load_config
 from tasker.messaging.backends import broker_from_config
 from tasker.runtime import configure_logging
+from tasker.state.admission import TaskRejectedError
 from tasker.state.errors import StateError
 from tasker.state.templates import (
     TaskTemplate,
@@ -110,6 +111,23 @@ def worker(args: argparse.Namespace) -> int:
         broker.close()
 
 
+def worker_list(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from tasker.state.db import Database
+    from tasker.state.repository import StateRepository
+
+    database = Database(config_from(args).database_url, max_size=1)
+    try:
+        workers = StateRepository(database).list_workers()
+    except psycopg.errors.UndefinedTable as exc:
+        raise CommandError("no worker registry in this database; run 'tasker db migrate'") from exc
+    finally:
+        database.close()
+    print(render.workers(workers, args.output))
+    return 0
+
+
 def _split(value: str | None) -> list[str] | None:
     return [item.strip() for item in value.split(",") if item.strip()] if value else None
 
@@ -126,9 +144,7 @@ def task_create(args: argparse.Namespace) -> int:
             return 0
         progress = None if args.output == "json" else render.progress_printer(sys.stderr)
         view = client.wait(task_uuid, timeout=args.timeout, on_progress=progress)
-    except StateError as exc:
-        raise CommandError(str(exc)) from exc
-    except TimeoutError as exc:
+    except (StateError, TaskRejectedError, TimeoutError) as exc:
         raise CommandError(str(exc)) from exc
     finally:
         client.close()

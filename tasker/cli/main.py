@@ -47,6 +47,11 @@ def _add_processes(commands_: argparse._SubParsersAction[argparse.ArgumentParser
     worker.add_argument("--concurrency", type=int, help="handlers running at once")
     worker.add_argument("--compat", help="compatibility layers, e.g. tasker-core")
     worker.set_defaults(run=commands.worker)
+    # `tasker worker` alone runs a worker; `tasker worker list` shows the registered ones.
+    actions = worker.add_subparsers(dest="worker_action", metavar="ACTION")
+    listing = actions.add_parser("list", help="list workers from their latest heartbeats")
+    listing.add_argument("--output", choices=("table", "json"), default="table")
+    listing.set_defaults(run=commands.worker_list)
 
 
 def _add_task(commands_: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from tasker.state.records import TaskView
+from tasker.state.records import TaskView, WorkerRecord
 
 
 def task_as_dict(view: TaskView) -> dict[str, Any]:
@@ -58,3 +58,20 @@ def progress_printer(stream: TextIO) -> Callable[[TaskView], None]:
             print(line, file=stream, flush=True)
 
     return show
+
+
+def workers(records: list[WorkerRecord], output: str) -> str:
+    """Registered workers: a table for people, a JSON list for machines."""
+    if output == "json":
+        return json.dumps(msgspec.to_builtins(records), indent=2)
+    header = (
+        f"{'WORKER':<40} {'HOST':<16} {'PID':>7} {'NAMESPACES':<20} {'IN-FLIGHT':>9} "
+        f"{'STATUS':<9} {'LAST BEAT':>9} ALIVE"
+    )
+    rows = [
+        f"{w.worker_id:<40} {w.host:<16} {w.pid:>7} {','.join(w.namespaces):<20} "
+        f"{f'{w.in_flight}/{w.concurrency}':>9} {w.status:<9} "
+        f"{f'{w.heartbeat_age_seconds:.1f}s':>9} {'yes' if w.alive else 'NO'}"
+        for w in records
+    ]
+    return "\n".join([header, *rows]) if rows else "no workers have registered yet"
