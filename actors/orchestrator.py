@@ -13,6 +13,8 @@ from tasker.actors.inbox import InboxPump
 from tasker.actors.messages import (
     ActorMessage,
     CreateTask,
+    EnqueueSteps,
+    FinalizeTask,
     StepResultReceived,
     TaskRequestReceived,
     WorkerHeartbeatReceived,
@@ -36,7 +38,8 @@ from tasker.messaging.messages import (
     WorkerHeartbeatMessage,
 )
 from tasker.state.db import Database
-from tasker.state.repository import StateRepository
+from tasker.state.operations import OperatorOutcome
+from tasker.state.repository import StalenessLimits, StateRepository
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,11 @@ class Orchestrator:
             finalizer=finalizer,
             sweep_interval=self.config.sweep_interval_seconds,
             republish_after=self.config.republish_after_seconds,
+            staleness=StalenessLimits(
+                dependencies_minutes=self.config.stale_waiting_for_dependencies_minutes,
+                retry_minutes=self.config.stale_waiting_for_retry_minutes,
+                in_process_minutes=self.config.stale_steps_in_process_minutes,
+            ),
         )
         results = ResultProcessor.start(
             broker,
@@ -112,7 +120,7 @@ class Orchestrator:
         initializer = TaskInitializer.start(
             broker, database, repository, enqueuer, max_context_bytes=self.config.max_context_bytes
         )
-        self.initializer = initializer
+        self.initializer, self.enqueuer, self.finalizer = initializer, enqueuer, finalizer
         registry = WorkerRegistry.start(broker, database, repository)
         self.actors = [enqueuer, finalizer, discovery, results, initializer, registry]
         self.pumps = [
@@ -139,6 +147,13 @@ class Orchestrator:
             raise TaskCreationFailedError(reply.reason)
         assert isinstance(reply, TaskAdmission)
         return reply
+
+    def after_operator_action(self, outcome: OperatorOutcome) -> None:
+        """Carry on a task an operator changed: run what became ready, finalize if done."""
+        if outcome.ready_steps:
+            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps))
+        if outcome.finalize:
+            self.finalizer.tell(FinalizeTask(outcome.task_uuid))
 
     def stop(self) -> None:
         for pump in self.pumps:

@@ -51,7 +51,7 @@ class ResultProcessor(GuardedActor):
             outcome = self.repository.apply_step_result(
                 unit,
                 step_uuid=result.step_uuid,
-                attempt=result.attempt,
+                fence=result.fence or result.attempt,
                 success=result.status == "success",
                 result=result.result,
                 error=error,

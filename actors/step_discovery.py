@@ -21,7 +21,7 @@ from tasker.actors.messages import (
     Sweep,
 )
 from tasker.messaging.broker import Broker
-from tasker.state.repository import StateRepository
+from tasker.state.repository import StalenessLimits, StateRepository
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class StepDiscovery(GuardedActor):
         finalizer: pykka.ActorRef[Any],
         sweep_interval: float,
         republish_after: float,
+        staleness: StalenessLimits,
     ) -> None:
         super().__init__(broker)
         self.repository = repository
@@ -43,6 +44,7 @@ class StepDiscovery(GuardedActor):
         self.finalizer = finalizer
         self.sweep_interval = sweep_interval
         self.republish_after = republish_after
+        self.staleness = staleness
         self._timers: list[threading.Timer] = []
         self._periodic: threading.Timer | None = None
 
@@ -66,6 +68,7 @@ class StepDiscovery(GuardedActor):
             self._resume_interrupted_tasks()
             if not self.broker.transactional:
                 self.enqueuer.tell(RepublishUnconfirmed(self.republish_after))
+            self._fail_stale_tasks()
         finally:
             self._schedule_next_sweep()
 
@@ -85,6 +88,10 @@ class StepDiscovery(GuardedActor):
                 ready = self.repository.ready_steps_of(task_uuid)
                 if ready:
                     self.enqueuer.tell(EnqueueSteps(tuple(ready)))
+
+    def _fail_stale_tasks(self) -> None:
+        for task_uuid in self.repository.fail_stale_tasks(self.staleness):
+            log.warning("task %s was stale: moved to error and the dead letter queue", task_uuid)
 
     def _schedule_next_sweep(self) -> None:
         self._timers = [t for t in self._timers if t.is_alive()]

@@ -41,6 +41,7 @@ def step_message(step: ClaimedStep) -> StepMessage:
         dependency_results=step.dependency_results,
         timeout_seconds=step.timeout_seconds,
         correlation_id=step.correlation_id,
+        fence=step.fence,
     )
 
 

@@ -1,4 +1,4 @@
-"""The in-process attempt fence: one (step, attempt) runs at most once per worker process.
+"""The in-process dispatch fence: one (step, dispatch) runs at most once per worker process.
 
 A broker delivers at least once, so the same attempt can arrive twice (a redelivery after a
 visibility timeout, or a republish by the orchestrator). Across processes the orchestrator

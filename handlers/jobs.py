@@ -38,7 +38,7 @@ class Job:
     @property
     def key(self) -> AttemptKey:
         """The attempt this job runs (the fence key)."""
-        return (self.message.step_uuid, self.message.attempt)
+        return (self.message.step_uuid, self.message.fence or self.message.attempt)
 
     def move(self, expected: JobState, new: JobState) -> bool:
         """Set `new` if the state is still `expected`; whether it did."""

@@ -55,6 +55,7 @@ def _result_message(
         task_uuid=message.task_uuid,
         step_uuid=message.step_uuid,
         attempt=message.attempt,
+        fence=message.fence,
         status="success" if result.is_success else "failure",
         started_at=started_at,
         finished_at=finished_at,

@@ -39,7 +39,9 @@ class StepMessage(WireMessage, frozen=True, tag="step"):
     """Orchestrator -> worker: run one attempt of one step.
 
     Everything the handler needs travels in the message, so a worker needs only the broker.
-    `attempt` is the fence: a result is applied only for the attempt it answers.
+    `fence` (the step's dispatch count, never reset) identifies this dispatch: a result is
+    applied only to the dispatch it answers. `attempt` is the retry counter a handler sees
+    (an operator's reset starts it again at 1, so it cannot be the fence).
     """
 
     task_uuid: UUID
@@ -59,6 +61,7 @@ class StepMessage(WireMessage, frozen=True, tag="step"):
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
     step_inputs: dict[str, Any] = msgspec.field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
+    fence: int = 0
 
 
 class StepError(msgspec.Struct, frozen=True):
@@ -87,6 +90,7 @@ class StepResultMessage(WireMessage, frozen=True, tag="step_result"):
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     correlation_id: str | None = None
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+    fence: int = 0
 
 
 class TaskRequestMessage(WireMessage, frozen=True, tag="task_request"):

@@ -1,16 +1,25 @@
 """Per-thread pika connections that reconnect, and the classification of pika's errors.
 
 pika's BlockingConnection is not thread-safe, so every thread gets its own connection and
-channel (a *link*), created on first use. An operation runs on the calling thread's link;
-when it fails with a recoverable error the link is thrown away and the operation is run
-again on a fresh one, with bounded exponential backoff. Operations are therefore written
-to be safe to repeat (or to resume where they stopped). No pika type leaves this module
-except the channel handed to an operation.
+confirm-mode channel (a *link*), created on first use; the thread's consumers live on it.
+Every use of a link is serialised by its `busy` lock. The owning thread holds it for its
+own operations; another thread that must act on the link (settling a delivery received
+there) hands it an *action*: if the link is idle the handing thread takes the lock and
+runs the action at once, otherwise the action is queued and the holder runs it before it
+lets go of the lock. A holder blocked in `process_data_events` is woken for that through
+`add_callback_threadsafe`, pika's one thread-safe call. So pika is only ever driven by one
+thread at a time, and nothing waits for the owner to come back.
+
+An operation runs on the calling thread's link; when it fails with a recoverable error the
+link is thrown away and the operation is run again on a fresh one, with bounded
+exponential backoff. No pika type leaves the backend.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +29,7 @@ import pika
 import pika.exceptions as px
 
 from .broker import BrokerError
+from .rabbitmq_consumer import LinkConsumers
 
 log = logging.getLogger(__name__)
 
@@ -63,30 +73,95 @@ def describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, px.UnroutableError) or getattr(exc, "reply_code", None) == 404:
         text += " (the queue does not exist: call ensure_queue() first)"
+    elif "x-queue-type" in text:
+        text += " (a queue of the old classic layout: delete it, see rabbitmq_topology)"
     return text
 
 
-class _Link:
-    """One thread's connection and its publisher-confirming channel."""
+class Link:
+    """One connection, its publisher-confirming channel and the consumers on it."""
 
-    def __init__(self, parameters: Any) -> None:
+    def __init__(self, parameters: Any, closed: threading.Event) -> None:
         self.thread = threading.current_thread()
-        # Held by the owning thread while it uses the link, so close() never pulls the
-        # connection out from under it.
         self.busy = threading.Lock()
+        self.alive = True
+        self.pending: collections.deque[Callable[[], None]] = collections.deque()
+        self.consumers = LinkConsumers()
+        # Read by the janitor without the lock: when maintenance is next needed, and
+        # until when the holder is itself pumping (and so maintaining) the link.
+        self.next_due = math.inf
+        self.attended_until = 0.0
+        self.pumped_at = time.monotonic()
+        self._closed = closed
         self.connection: Any = pika.BlockingConnection(parameters)
         try:
             self.channel: Any = self.connection.channel()
             self.channel.confirm_delivery()
+            self.channel.add_on_cancel_callback(self.consumers.on_cancelled)
         except BaseException:
-            self.close()
+            self.break_()
             raise
 
     @property
     def usable(self) -> bool:
-        return bool(self.connection.is_open and self.channel.is_open)
+        return bool(self.alive and self.connection.is_open and self.channel.is_open)
 
-    def close(self) -> None:
+    def pump(self, time_limit: float = 0.0) -> None:
+        """Process I/O (deliveries, heartbeats, wake-ups) for up to `time_limit` seconds,
+        returning early when anything arrives; then run handed-over actions. Holder only."""
+        self.connection.process_data_events(time_limit=max(0.0, time_limit))
+        self.pumped_at = time.monotonic()
+        self.drain()
+
+    def drain(self) -> None:
+        """Run the actions other threads handed over (holder only)."""
+        while self.pending:
+            self.pending.popleft()()
+
+    def submit(self, action: Callable[[], None]) -> None:
+        """Run `action` (which uses this link) now if the link is idle, else have its
+        holder run it promptly. Callable from any thread."""
+        self.pending.append(action)
+        if self.busy.acquire(blocking=False):
+            self._drain_safely()
+            self.release()
+        else:
+            self.poke()
+
+    def release(self) -> None:
+        """Let go of `busy`, first running actions handed over meanwhile."""
+        while True:
+            if self.alive and self._closed.is_set():
+                self.break_()
+            self.busy.release()
+            # An action queued after our last drain, by a thread that saw us busy.
+            if not self.pending or not self.busy.acquire(blocking=False):
+                return
+            self._drain_safely()
+
+    def _drain_safely(self) -> None:
+        try:
+            self.drain()
+        except Exception as exc:
+            if classify(exc) is None:
+                log.exception("settling a RabbitMQ delivery failed")
+            else:
+                log.warning("RabbitMQ connection lost while settling: %s", describe(exc))
+            self.break_()
+            self._drain_safely()  # the rest now see a dead link and only log
+
+    def poke(self) -> None:
+        """Make the holder's `process_data_events` return now."""
+        try:
+            self.connection.add_callback_threadsafe(_nothing)
+        except Exception:  # closed meanwhile: its holder is not blocked on it
+            log.debug("could not wake a RabbitMQ connection", exc_info=True)
+
+    def break_(self) -> None:
+        """Mark dead and close (holder only, or before anyone else can see the link).
+        RabbitMQ requeues every delivery still unacked on it."""
+        self.alive = False
+        self.consumers.forget()
         try:
             if self.connection.is_open:
                 self.connection.close()
@@ -109,7 +184,7 @@ class ThreadLinks:
             self._parameters.blocked_connection_timeout = 60.0
         self._retry_for = retry_for
         self._local = threading.local()
-        self._links: set[_Link] = set()
+        self._links: set[Link] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.wake_generation = 0
@@ -118,8 +193,8 @@ class ThreadLinks:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def run(self, what: str, operation: Callable[[Any], T]) -> T:
-        """Run `operation(channel)` on this thread's link, reconnecting and repeating it
+    def run(self, what: str, operation: Callable[[Link], T]) -> T:
+        """Run `operation(link)` on this thread's link, reconnecting and repeating it
         while failures are recoverable, for at most `retry_for` seconds."""
         give_up_at = time.monotonic() + self._retry_for
         attempt = 0
@@ -137,19 +212,18 @@ class ThreadLinks:
                 self._closed.wait(delay)
                 attempt += 1
 
-    def _run_once(self, operation: Callable[[Any], T]) -> T:
+    def _run_once(self, operation: Callable[[Link], T]) -> T:
         if self.closed:
             raise BrokerError("the RabbitMQ broker is closed", recoverable=False)
         link = self._current()
+        link.busy.acquire()
         try:
-            with link.busy:
-                return operation(link.channel)
+            return operation(link)
         except Exception:
-            self._discard(link)
+            link.break_()
             raise
         finally:
-            if self.closed:
-                self._discard(link)
+            link.release()
 
     def _give_up(self, what: str, exc: BaseException, recoverable: bool) -> BrokerError:
         if self.closed:
@@ -159,28 +233,45 @@ class ThreadLinks:
             return BrokerError(f"{message}: {describe(exc)}", recoverable=True)
         return BrokerError(f"RabbitMQ {what} failed: {describe(exc)}", recoverable=False)
 
-    def _current(self) -> _Link:
-        link: _Link | None = getattr(self._local, "link", None)
+    def _current(self) -> Link:
+        link: Link | None = getattr(self._local, "link", None)
         if link is not None and link.usable:
             return link
         if link is not None:
-            self._discard(link)
-        link = _Link(self._parameters)
+            link.busy.acquire()
+            link.break_()
+            link.release()
+            self._forget(link)
+        link = Link(self._parameters, self._closed)
         self._local.link = link
         with self._lock:
             self._links.add(link)
-            dead = {other for other in self._links if not other.thread.is_alive()}
-            self._links -= dead
-        for other in dead:  # their threads are gone, so nothing else can be using them
-            other.close()
         return link
 
-    def _discard(self, link: _Link) -> None:
+    def _forget(self, link: Link) -> None:
         with self._lock:
             self._links.discard(link)
         if getattr(self._local, "link", None) is link:
             self._local.link = None
-        link.close()
+
+    def snapshot(self) -> list[Link]:
+        """Every link, dropping those that are dead."""
+        with self._lock:
+            self._links = {link for link in self._links if link.alive}
+            return list(self._links)
+
+    def retire(self, link: Link) -> bool:
+        """Close the link of a finished thread once nothing received on it is unsettled."""
+        if link.thread.is_alive() or link.consumers.holding or link.pending:
+            return False
+        if not link.busy.acquire(blocking=False):
+            return False
+        try:
+            link.break_()
+        finally:
+            link.release()
+        self._forget(link)
+        return True
 
     def woken(self, generation: int) -> bool:
         """Whether wake() or close() was called since `generation` was read."""
@@ -192,24 +283,18 @@ class ThreadLinks:
             self.wake_generation += 1
             links = list(self._links)
         for link in links:
-            try:
-                link.connection.add_callback_threadsafe(_nothing)
-            except Exception:  # closed meanwhile: its thread is not blocked on it
-                log.debug("could not wake a RabbitMQ connection", exc_info=True)
+            link.poke()
 
     def close_all(self) -> None:
-        """Close every idle link now; a busy one is closed by its own thread when its
-        current operation ends (closing it from here would race with that thread)."""
+        """Close every idle link now; a busy one is closed by its holder when it lets go
+        (closing it from here would race with that thread)."""
         self._closed.set()
         self.wake_all()
-        with self._lock:
-            links = list(self._links)
-        for link in links:
+        for link in self.snapshot():
             if link.busy.acquire(blocking=False):
-                try:
-                    self._discard(link)
-                finally:
-                    link.busy.release()
+                link.release()  # breaks it, the broker being closed
+        with self._lock:
+            self._links.clear()
 
 
 def _nothing() -> None:

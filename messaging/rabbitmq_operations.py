@@ -3,8 +3,6 @@ operation that `ThreadLinks.run` may repeat on a fresh channel after a reconnect
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -15,6 +13,11 @@ from .broker import DeadLetter, dead_letter_queue
 _encode = msgspec.json.Encoder().encode
 
 RawMessage = tuple[Any, Any, bytes]  # pika's (method, properties, body)
+
+
+def declare_main(channel: Any, queue: str) -> None:
+    """Declare a main (or dead-letter) queue: durable, quorum. Idempotent."""
+    channel.queue_declare(queue, durable=True, arguments=topo.MAIN_QUEUE_ARGUMENTS)
 
 
 def route(channel: Any, queue: str, delay: float) -> str:
@@ -28,7 +31,14 @@ def route(channel: Any, queue: str, delay: float) -> str:
     return target
 
 
+def republish(channel: Any, queue: str, body: bytes, count: int, delay: float) -> None:
+    """Put a message back into `queue` (after `delay`) carrying its delivery count."""
+    target = route(channel, queue, delay)
+    channel.basic_publish("", target, body, topo.message_properties(count), mandatory=True)
+
+
 def get_ready(channel: Any, queue: str, limit: int) -> list[RawMessage]:
+    """Up to `limit` ready messages by basic.get (one round trip each, stops when empty)."""
     messages: list[RawMessage] = []
     while len(messages) < limit:
         method, properties, body = channel.basic_get(queue)
@@ -51,23 +61,5 @@ def lease(channel: Any, queue: str, body: bytes, count: int, ttl_ms: int) -> str
 def publish_dead_letter(channel: Any, queue: str, body: bytes, count: int, reason: str) -> None:
     dead = DeadLetter(queue, reason, count, body.decode("utf-8", errors="replace"))
     target = dead_letter_queue(queue)
-    channel.queue_declare(target, durable=True)  # idempotent; never drop a dead letter
+    declare_main(channel, target)  # idempotent; never drop a dead letter
     channel.basic_publish("", target, _encode(dead), topo.message_properties(0), mandatory=True)
-
-
-def await_messages(
-    channel: Any, queue: str, limit: int, deadline: float, stop: Callable[[], bool]
-) -> list[RawMessage]:
-    """Consume until a message arrives or `stop()`; wakes on arrival, without polling."""
-    arrived: list[RawMessage] = []
-    # Prefetch bounds what the server pushes to what this call will return.
-    channel.basic_qos(prefetch_count=limit)
-    tag = channel.basic_consume(
-        queue, lambda _ch, method, props, body: arrived.append((method, props, body))
-    )
-    while not arrived and not stop():
-        # Returns as soon as a delivery (or a wake() callback) arrives.
-        channel.connection.process_data_events(time_limit=max(0.0, deadline - time.monotonic()))
-    channel.connection.process_data_events(time_limit=0)  # collect any already here
-    channel.basic_cancel(tag)  # pika requeues deliveries it had not dispatched yet
-    return arrived

@@ -7,7 +7,7 @@ send its messages in the same commit as the state change that causes them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,7 +24,9 @@ class UnitOfWork:
         self.connection = connection
         self._after_commit: list[Callable[[], None]] = []
 
-    def execute_sql(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def execute_sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         """Run one statement in this transaction and return its rows (empty if none)."""
         with self.connection.cursor() as cursor:
             cursor.execute(query, params)

@@ -23,7 +23,7 @@ SELECT created, task_uuid, status, ready_steps FROM tasker.create_task(%s, %s, %
 
 CLAIM_STEPS = """
 SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, timeout_seconds,
-       namespace, task_name, task_version, context, correlation_id, dependency_results
+       namespace, task_name, task_version, context, correlation_id, dependency_results, fence
   FROM tasker.claim_steps(%s::uuid[], %s)
 """
 
@@ -32,7 +32,7 @@ SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, 
   FROM tasker.apply_step_result(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
-FINALIZE_TASK = "SELECT finalized, status FROM tasker.finalize_task(%s)"
+FINALIZE_TASK = "SELECT finalized, status FROM tasker.finalize_task(%s, %s)"
 
 TRANSITION_TASK = "SELECT applied, actual_state FROM tasker.transition_task(%s, %s, %s, %s)"
 
@@ -95,7 +95,7 @@ SELECT from_state, to_state, metadata, sort_key, most_recent, created_at
 
 STEP_PAYLOADS = """
 SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, timeout_seconds,
-       namespace, task_name, task_version, context, correlation_id, dependency_results
+       namespace, task_name, task_version, context, correlation_id, dependency_results, fence
   FROM tasker.step_payloads(%s::uuid[])
 """
 
@@ -134,3 +134,7 @@ SELECT worker_id, host, pid, namespaces, in_flight, concurrency, status, started
   FROM tasker.workers
  ORDER BY host, started_at, worker_id
 """
+
+STALE_TASKS = "SELECT task_uuid, status, stuck_minutes FROM tasker.stale_tasks(%s, %s, %s, %s)"
+
+FAIL_STALE_TASK = "SELECT tasker.fail_stale_task(%s, %s, %s, %s)"

@@ -35,6 +35,7 @@ class ClaimedStep(msgspec.Struct, frozen=True):
     context: dict[str, Any]
     correlation_id: str | None
     dependency_results: dict[str, Any]
+    fence: int
 
 
 class ResultOutcome(msgspec.Struct, frozen=True):

@@ -50,6 +50,14 @@ class RetryDefaults(msgspec.Struct, frozen=True):
     jitter: float = 0.1
 
 
+class StalenessLimits(msgspec.Struct, frozen=True):
+    """How long a task may sit in one state before it is declared stale (minutes)."""
+
+    dependencies_minutes: float = 60.0
+    retry_minutes: float = 30.0
+    in_process_minutes: float = 30.0
+
+
 class RegisteredTemplate(msgspec.Struct, frozen=True):
     template_uuid: UUID
     template: TaskTemplate
@@ -199,7 +207,7 @@ class StateRepository:
         unit: UnitOfWork,
         *,
         step_uuid: UUID,
-        attempt: int,
+        fence: int,
         success: bool,
         result: Any,
         error: dict[str, Any] | None,
@@ -212,7 +220,7 @@ class StateRepository:
             queries.APPLY_STEP_RESULT,
             (
                 step_uuid,
-                attempt,
+                fence,
                 success,
                 Jsonb(result),
                 Jsonb(error) if error is not None else None,
@@ -227,7 +235,7 @@ class StateRepository:
 
     def finalize_task(self, unit: UnitOfWork, task_uuid: UUID) -> FinalizeOutcome:
         """Complete a task whose steps are all done, or fail one blocked by failures."""
-        row = unit.execute_sql(queries.FINALIZE_TASK, (task_uuid,))[0]
+        row = unit.execute_sql(queries.FINALIZE_TASK, (task_uuid, new_id()))[0]
         return FinalizeOutcome(task_uuid, row[0], row[1])
 
     def due_retry_steps(self, limit: int = 500) -> list[UUID]:
@@ -245,6 +253,25 @@ class StateRepository:
         with self.database.transaction() as unit:
             rows = unit.execute_sql(queries.TASKS_NEEDING_ATTENTION, (limit,))
         return [(row[0], row[1]) for row in rows]
+
+    def fail_stale_tasks(self, limits: StalenessLimits, limit: int = 100) -> list[UUID]:
+        """Move tasks stuck beyond their limits to error, each with a DLQ entry."""
+        with self.database.transaction() as unit:
+            stale = unit.execute_sql(
+                queries.STALE_TASKS,
+                (limits.dependencies_minutes, limits.retry_minutes, limits.in_process_minutes,
+                 limit),
+            )  # fmt: skip
+        failed = []
+        for task_uuid, status, minutes in stale:
+            details = {"stuck_in": status, "stuck_minutes": round(minutes, 1)}
+            with self.database.transaction() as unit:
+                row = unit.execute_sql(
+                    queries.FAIL_STALE_TASK, (task_uuid, status, new_id(), Jsonb(details))
+                )
+            if row[0][0]:
+                failed.append(task_uuid)
+        return failed
 
     def ready_steps_of(self, task_uuid: UUID) -> list[UUID]:
         with self.database.transaction() as unit:

@@ -51,9 +51,36 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sweep_interval_seconds: float = 5.0
     republish_after_seconds: float = 60.0
     max_context_bytes: int = 1_048_576
-    api_bind: str = "127.0.0.1:8080"
+    # Staleness: a task stuck this long in one state goes to error and the DLQ
+    # (a template's `lifecycle` block overrides these per template).
+    stale_waiting_for_dependencies_minutes: float = 60.0
+    stale_waiting_for_retry_minutes: float = 30.0
+    stale_steps_in_process_minutes: float = 30.0
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
+    # REST API, served by the orchestrator process
+    api_enabled: bool = True
+    api_bind: str = "127.0.0.1:8080"
+    api_max_wait_seconds: float = 60.0  # longest long-poll a client may ask for
+    # API auth (off unless enabled). `api_keys` entries: "KEY=perm perm" or "KEY=*".
+    auth_enabled: bool = False
+    api_keys: tuple[str, ...] = ()
+    jwt_secret: str | None = None  # HS* shared secret
+    jwt_public_key: str | None = None  # RS*/ES* PEM text
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # Clients (the CLI): where the API is (default http://{api_bind}) and credentials.
+    api_url: str | None = None
+    api_key: str | None = None
+    api_token: str | None = None
+    # Telemetry: traces go to OTLP/HTTP when `otel_exporter` is "otlp" (endpoint from
+    # `otel_endpoint` or OTEL_EXPORTER_OTLP_ENDPOINT); metrics are served on /metrics.
+    otel_exporter: Literal["none", "otlp", "console"] = "none"
+    otel_endpoint: str | None = None
+    otel_service_name: str = "tasker"
+    # Domain events (`publishes_events`) also go to this queue, durably ("" = off).
+    events_queue: str = "tasker_domain_events"
 
     def __post_init__(self) -> None:
         _require_positive(self, "concurrency", "visibility_timeout_seconds")
@@ -62,6 +89,53 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         _require_positive(self, "worker_heartbeat_seconds")
         if not 0.0 <= self.backoff_jitter <= 1.0:
             raise ConfigError("backoff_jitter", "must be between 0.0 and 1.0")
+        _require_positive(self, "api_max_wait_seconds")
+        api_host_port(self.api_bind)
+
+    @property
+    def client_api_url(self) -> str:
+        """The API's base URL as clients use it."""
+        if self.api_url:
+            return self.api_url.rstrip("/")
+        host, port = api_host_port(self.api_bind)
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
+#: Settings whose values are secrets: never logged, shown redacted.
+SECRET_SETTINGS = frozenset({"api_keys", "jwt_secret", "api_key", "api_token"})
+
+
+def api_host_port(bind: str) -> tuple[str, int]:
+    """`host:port` of `api_bind`, checked."""
+    host, _, port = bind.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError("api_bind", f"expected host:port, got {bind!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The settings as a dict, safe to show: secrets masked, URL passwords removed."""
+    shown: dict[str, Any] = {}
+    for name, value in msgspec.structs.asdict(config).items():
+        if name in SECRET_SETTINGS and value:
+            shown[name] = "***" if isinstance(value, str) else [_mask_key(v) for v in value]
+        elif isinstance(value, str) and "://" in value and "@" in value:
+            shown[name] = _strip_password(value)
+        else:
+            shown[name] = list(value) if isinstance(value, tuple) else value
+    return shown
+
+
+def _mask_key(entry: str) -> str:
+    _, _, permissions = entry.partition("=")
+    return f"***={permissions}"
+
+
+def _strip_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else url
 
 
 class ConfigError(ValueError):
@@ -79,7 +153,7 @@ def _require_positive(config: Config, *names: str) -> None:
             raise ConfigError(name, f"must be positive, got {getattr(config, name)!r}")
 
 
-_LIST_FIELDS = {"namespaces", "handlers", "compat"}
+_LIST_FIELDS = {"namespaces", "handlers", "compat", "api_keys", "jwt_algorithms"}
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -67,6 +67,8 @@ CREATE TABLE tasker.workflow_steps (
     max_backoff_ms    integer NOT NULL DEFAULT 30000,
     timeout_seconds   double precision,
     attempts          integer NOT NULL DEFAULT 0,
+    -- Dispatches so far, never reset (unlike attempts): the fence a result must match.
+    dispatch_count    integer NOT NULL DEFAULT 0,
     results           jsonb,
     last_error        jsonb,
     next_retry_at     timestamptz,
@@ -125,3 +127,37 @@ CREATE TABLE tasker.workflow_step_transitions (
 );
 CREATE UNIQUE INDEX step_transitions_most_recent_idx
     ON tasker.workflow_step_transitions (step_uuid) WHERE most_recent;
+
+-- Who did what to a task or step, and why: every operator action (append-only).
+CREATE TABLE tasker.audit_log (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_uuid  uuid NOT NULL REFERENCES tasker.tasks ON DELETE CASCADE,
+    step_uuid  uuid,
+    action     text NOT NULL,
+    actor      text NOT NULL,
+    reason     text NOT NULL DEFAULT '',
+    details    jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX audit_log_task_idx ON tasker.audit_log (task_uuid, id);
+
+-- Dead letter queue: an investigation record for each task that cannot proceed.
+CREATE TABLE tasker.dlq_entries (
+    entry_uuid       uuid PRIMARY KEY,
+    task_uuid        uuid NOT NULL REFERENCES tasker.tasks ON DELETE CASCADE,
+    reason           text NOT NULL,
+    status           text NOT NULL DEFAULT 'pending' CHECK (status IN
+                         ('pending', 'manually_resolved', 'permanently_failed', 'cancelled')),
+    details          jsonb NOT NULL DEFAULT '{}',
+    snapshot         jsonb NOT NULL,
+    resolved_by      text,
+    resolved_at      timestamptz,
+    resolution_notes text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+-- At most one open investigation per task.
+CREATE UNIQUE INDEX dlq_entries_open_idx ON tasker.dlq_entries (task_uuid)
+    WHERE status = 'pending';
+CREATE INDEX dlq_entries_status_idx ON tasker.dlq_entries (status, created_at DESC);
+CREATE INDEX dlq_entries_task_idx ON tasker.dlq_entries (task_uuid, created_at DESC);

@@ -72,7 +72,7 @@ CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_published boolea
 RETURNS TABLE (step_uuid uuid, task_uuid uuid, name text, handler jsonb, attempt integer,
                max_attempts integer, retryable boolean, timeout_seconds double precision,
                namespace text, task_name text, task_version text, context jsonb,
-               correlation_id text, dependency_results jsonb)
+               correlation_id text, dependency_results jsonb, fence integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_task record;
@@ -99,6 +99,7 @@ BEGIN
         LOOP
             UPDATE tasker.workflow_steps w
                SET state = 'enqueued', attempts = w.attempts + 1,
+                   dispatch_count = w.dispatch_count + 1,
                    enqueued_at = clock_timestamp(), updated_at = clock_timestamp(),
                    published_at = CASE WHEN p_published THEN clock_timestamp() END,
                    transition_seq = w.transition_seq + 1
@@ -111,7 +112,8 @@ BEGIN
             RETURN QUERY
                 SELECT w.step_uuid, w.task_uuid, w.name, w.handler, w.attempts, w.max_attempts,
                        w.retryable, w.timeout_seconds, t.namespace, t.name, t.version,
-                       t.context, t.correlation_id, tasker.ancestor_results(w.step_uuid)
+                       t.context, t.correlation_id, tasker.ancestor_results(w.step_uuid),
+                       w.dispatch_count
                   FROM tasker.workflow_steps w JOIN tasker.tasks t USING (task_uuid)
                  WHERE w.step_uuid = v_step.step_uuid;
         END LOOP;
@@ -149,12 +151,12 @@ BEGIN
 END
 $$;
 
--- Applies one attempt's outcome, once: the step must be enqueued or in progress on exactly
--- p_attempt; anything else is a duplicate or stale delivery and changes nothing.
+-- Applies one dispatch's outcome, once: the step must be enqueued or in progress on exactly
+-- dispatch p_fence; anything else is a duplicate or stale delivery and changes nothing.
 -- Records enqueued -> in_progress -> enqueued[_as_error]_for_orchestration -> final, finds
 -- the children the step made ready and moves the task, all in this one call.
 CREATE OR REPLACE FUNCTION tasker.apply_step_result(
-    p_step uuid, p_attempt integer, p_success boolean, p_result jsonb, p_error jsonb,
+    p_step uuid, p_fence integer, p_success boolean, p_result jsonb, p_error jsonb,
     p_started timestamptz, p_finished timestamptz, p_worker text,
     p_jitter double precision, p_spread double precision
 ) RETURNS TABLE (outcome text, task_uuid uuid, step_state text, task_status text,
@@ -170,7 +172,7 @@ DECLARE
     v_retry_at timestamptz;
     v_ready uuid[] := '{}';
     v_next text;
-    v_meta jsonb := jsonb_build_object('attempt', p_attempt, 'worker', p_worker);
+    v_meta jsonb;
 BEGIN
     SELECT w.task_uuid INTO v_task FROM tasker.workflow_steps w WHERE w.step_uuid = p_step;
     IF NOT FOUND THEN
@@ -180,8 +182,20 @@ BEGIN
     END IF;
     SELECT t.status INTO v_status FROM tasker.tasks t WHERE t.task_uuid = v_task FOR UPDATE;
     SELECT * INTO s FROM tasker.workflow_steps w WHERE w.step_uuid = p_step FOR UPDATE;
-    IF s.attempts <> p_attempt OR s.state NOT IN ('enqueued', 'in_progress') THEN
-        RETURN QUERY SELECT CASE WHEN s.attempts = p_attempt THEN 'duplicate' ELSE 'stale' END,
+    v_meta := jsonb_build_object('attempt', s.attempts, 'worker', p_worker);
+    IF s.state = 'cancelled' AND s.dispatch_count = p_fence AND s.last_attempted_at IS NULL THEN
+        -- The task was cancelled while this attempt ran: keep what it did, change nothing.
+        UPDATE tasker.workflow_steps w SET
+            results = CASE WHEN p_success THEN p_result ELSE w.results END,
+            last_error = CASE WHEN p_success THEN w.last_error ELSE p_error END,
+            last_attempted_at = p_started, updated_at = clock_timestamp()
+         WHERE w.step_uuid = p_step;
+        RETURN QUERY SELECT 'recorded_after_cancel'::text, v_task, s.state, v_status,
+                            '{}'::uuid[], NULL::timestamptz, false;
+        RETURN;
+    END IF;
+    IF s.dispatch_count <> p_fence OR s.state NOT IN ('enqueued', 'in_progress') THEN
+        RETURN QUERY SELECT CASE WHEN s.dispatch_count = p_fence THEN 'duplicate' ELSE 'stale' END,
                             v_task, s.state, v_status, '{}'::uuid[], s.next_retry_at, false;
         RETURN;
     END IF;
@@ -253,8 +267,9 @@ END
 $$;
 
 -- Finalizes a task whose steps are all done (-> complete) or that is blocked by failures
--- (-> error); anything else is left alone. Announces the outcome to waiting clients.
-CREATE OR REPLACE FUNCTION tasker.finalize_task(p_task uuid)
+-- (-> error, with a dead-letter investigation record); anything else is left alone.
+-- Announces the outcome to waiting clients. p_entry is the id for a new DLQ entry.
+CREATE OR REPLACE FUNCTION tasker.finalize_task(p_task uuid, p_entry uuid)
 RETURNS TABLE (finalized boolean, status text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -286,6 +301,9 @@ BEGIN
         t.status := 'blocked_by_failures';
     END IF;
     PERFORM tasker.move_task(p_task, t.status, v_target);
+    IF v_target = 'error' THEN
+        PERFORM tasker.open_dlq_entry(p_entry, p_task, tasker.failure_reason(p_task), '{}');
+    END IF;
     PERFORM pg_notify('tasker_task_finished', p_task::text || ':' || v_target);
     RETURN QUERY SELECT true, v_target;
 END
@@ -296,11 +314,11 @@ CREATE OR REPLACE FUNCTION tasker.step_payloads(p_steps uuid[])
 RETURNS TABLE (step_uuid uuid, task_uuid uuid, name text, handler jsonb, attempt integer,
                max_attempts integer, retryable boolean, timeout_seconds double precision,
                namespace text, task_name text, task_version text, context jsonb,
-               correlation_id text, dependency_results jsonb)
+               correlation_id text, dependency_results jsonb, fence integer)
 LANGUAGE sql STABLE AS $$
     SELECT w.step_uuid, w.task_uuid, w.name, w.handler, w.attempts, w.max_attempts,
            w.retryable, w.timeout_seconds, t.namespace, t.name, t.version, t.context,
-           t.correlation_id, tasker.ancestor_results(w.step_uuid)
+           t.correlation_id, tasker.ancestor_results(w.step_uuid), w.dispatch_count
       FROM tasker.workflow_steps w JOIN tasker.tasks t USING (task_uuid)
      WHERE w.step_uuid = ANY (p_steps)
      ORDER BY w.task_uuid, w.position

@@ -11,7 +11,24 @@ import subprocess
 import sys
 from types import TracebackType
 
-from tasker.config import Config
+import msgspec
+
+from tasker.config import ENV_PREFIX, Config
+
+
+def config_environment(config: Config) -> dict[str, str]:
+    """`config` as TASKER_* variables, so a child process rebuilds the same config.
+
+    Worker-only settings (namespaces, handlers, concurrency) are left to each command.
+    """
+    skip = {"namespaces", "handlers", "concurrency", "template_path", "compat"}
+    environment = {}
+    for name, value in msgspec.structs.asdict(config).items():
+        if name in skip or value is None:
+            continue
+        text = ",".join(value) if isinstance(value, tuple) else str(value)
+        environment[ENV_PREFIX + name.upper()] = text
+    return environment
 
 
 class LocalCluster:
@@ -38,17 +55,8 @@ class LocalCluster:
         self.exit_codes: dict[int, int] = {}
 
     def environment(self) -> dict[str, str]:
-        config = self.config
-        return {
-            **os.environ,
-            "TASKER_DATABASE_URL": config.database_url,
-            "TASKER_BROKER": config.broker,
-            "TASKER_RABBITMQ_URL": config.rabbitmq_url,
-            "TASKER_POLL_INTERVAL_SECONDS": str(config.poll_interval_seconds),
-            "TASKER_VISIBILITY_TIMEOUT_SECONDS": str(config.visibility_timeout_seconds),
-            "TASKER_ENV": config.env,
-            **self.extra_env,
-        }
+        """The parent's environment plus every setting of the cluster's config."""
+        return {**os.environ, **config_environment(self.config), **self.extra_env}
 
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "tasker", "--log-level", self.log_level, *args]

@@ -124,7 +124,7 @@ class Model:
         return all(self.steps[p].state in SATISFYING for p in self.steps[index].parents)
 
     def ready(self) -> set[int]:
-        if self.finished is not None:
+        if self.finished is not None or self.any_error():
             return set()
         return {
             i
@@ -154,7 +154,7 @@ class Model:
         if success:
             step.state = "complete"
             step.results = {"by": step.name, "attempt": step.attempts}
-        elif retryable_error and step.retryable and step.attempts < step.max_attempts:
+        elif retryable_error and step.retryable and step.attempts <= step.max_attempts:
             step.state = "waiting_for_retry"
             step.due = delay_ms == 0
         else:
@@ -392,7 +392,7 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
             return self.repository.apply_step_result(
                 unit,
                 step_uuid=self.step_uuids[index],
-                attempt=attempt,
+                fence=attempt,  # no operator resets here, so the dispatch count is the attempt
                 success=success,
                 result={"by": step_name(index), "attempt": attempt} if success else None,
                 error=error,

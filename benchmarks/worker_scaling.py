@@ -1,0 +1,374 @@
+"""Worker scaling: throughput of 10 ms handlers with 1, 2 and 4 worker processes per broker.
+
+Run: `python -m benchmarks.worker_scaling [--tasks 400] [--workers 1,2,4] [--brokers ...]`.
+
+Each worker process runs one handler at a time (concurrency 1). Two modes per broker:
+- `end-to-end`: orchestrator + workers; N single-step task requests sent at once, timed
+  until every task is complete in PostgreSQL (what a user sees);
+- `workers-only`: no orchestrator; N step messages put straight on the worker queue, timed
+  until N results are on the results queue (the worker runtime alone).
+Comparing the two shows whether the workers or the orchestrator limit the scaling. Each
+run also reports idle worker RSS (VmRSS after start-up), CPU used by the orchestrator and
+the workers, how busy the whole machine was, and (end-to-end) where a step's time went.
+
+Every run gets a fresh database (and RabbitMQ vhost). Results: a Markdown table on stdout
+and `benchmarks/results/worker_scaling.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+
+from tasker.cli.cluster import LocalCluster
+from tasker.cli.commands import prepare_database, register_templates
+from tasker.config import Config, load_config
+from tasker.ids import new_id
+from tasker.messaging.backends import broker_from_config
+from tasker.messaging.broker import Broker
+from tasker.messaging.messages import (
+    ORCHESTRATION_RESULTS_QUEUE,
+    ORCHESTRATION_TASK_REQUESTS_QUEUE,
+    ORCHESTRATION_WORKER_HEARTBEATS_QUEUE,
+    HandlerSpec,
+    StepMessage,
+    TaskRequestMessage,
+    WorkerHeartbeatMessage,
+    decode,
+    encode,
+    worker_queue,
+)
+from tasker.state.templates import load_template_directory
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ADMIN_URL = os.environ.get("TASKER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+RABBITMQ_URL = os.environ.get("TASKER_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+NAMESPACE = "bench"
+HANDLERS = "benchmarks.handlers_sleep"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    broker: str
+    mode: str
+    workers: int
+    steps: int
+    seconds: float
+    steps_per_second: float
+    idle_rss_mb: list[float]
+    orchestrator_cpu_percent: float | None
+    workers_cpu_percent: float
+    machine_busy_percent: float
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+
+# Fresh services per run ------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_config(broker: str) -> Iterator[Config]:
+    """A migrated, empty database (and vhost) with the benchmark template; dropped after."""
+    name = f"tasker_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    overrides: dict[str, Any] = {
+        "database_url": ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+        "broker": broker,
+        "poll_interval_seconds": 0.5,
+        "log_level": "WARNING",
+    }
+    if broker == "rabbitmq":
+        _rabbitmqctl("add_vhost", name)
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        overrides["rabbitmq_url"] = RABBITMQ_URL.rsplit("/", 1)[0] + "/" + quote(name, safe="")
+    try:
+        config = load_config(overrides=overrides, environ={})
+        prepare_database(config)
+        register_templates(config, load_template_directory(HERE / "templates"))
+        yield config
+    finally:
+        if broker == "rabbitmq":
+            _rabbitmqctl("delete_vhost", name)
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def start_cluster(config: Config, workers: int, orchestrators: int) -> LocalCluster:
+    environment = {
+        "PYTHONPATH": str(ROOT),
+        "TASKER_CONCURRENCY": "1",
+        "TASKER_WORKER_HEARTBEAT_SECONDS": "0.5",
+    }
+    cluster = LocalCluster(
+        config,
+        namespaces=NAMESPACE,
+        handler_modules=HANDLERS,
+        orchestrators=orchestrators,
+        workers=workers,
+        extra_env=environment,
+    )
+    return cluster.start()
+
+
+def await_workers(broker: Broker, pids: set[int], timeout: float = 30.0) -> None:
+    """Wait for a heartbeat from every worker: each has started up and is consuming."""
+    broker.ensure_queue(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE)
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while seen < pids:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers {sorted(pids - seen)} never sent a heartbeat")
+        for delivery in broker.receive(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, max_messages=50):
+            message = decode(delivery.body)
+            if isinstance(message, WorkerHeartbeatMessage):
+                seen.add(message.pid)
+            broker.ack(delivery)
+        time.sleep(0.05)
+
+
+# Process and machine measurements --------------------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@dataclass
+class Meter:
+    """CPU use of some processes and of the machine over a timed window."""
+
+    orchestrators: list[int]
+    workers: list[int]
+    started: float = 0.0
+    seconds: float = 0.0
+    before: dict[int, float] = field(default_factory=dict)
+    machine: tuple[int, int] = (0, 0)
+
+    def __enter__(self) -> Meter:
+        self.before = {pid: cpu_seconds(pid) for pid in self.orchestrators + self.workers}
+        self.machine = machine_ticks()
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+        self.after = {pid: cpu_seconds(pid) for pid in self.before}
+        busy, total = machine_ticks()
+        self.busy_percent = 100 * (busy - self.machine[0]) / max(total - self.machine[1], 1)
+
+    def cpu_percent(self, pids: list[int]) -> float:
+        used = sum(self.after[pid] - self.before[pid] for pid in pids)
+        return 100 * used / self.seconds
+
+
+# The two modes ---------------------------------------------------------------------------
+
+
+def wait_until(done: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def end_to_end(config: Config, workers: int, tasks: int) -> Run:
+    with ExitStack() as stack:
+        cluster = start_cluster(config, workers, orchestrators=1)
+        stack.callback(cluster.stop)
+        broker = broker_from_config(config)
+        stack.callback(broker.close)
+        database = stack.enter_context(psycopg.connect(config.database_url, autocommit=True))
+        worker_pids = [process.pid for process in cluster.workers]
+        await_workers(broker, set(worker_pids))
+        idle = [round(rss_mb(pid), 1) for pid in worker_pids]
+        requests = [encode(_task_request()) for _ in range(tasks)]
+        orchestrator_pids = [process.pid for process in cluster.orchestrators]
+        with Meter(orchestrator_pids, worker_pids) as meter:
+            broker.send_batch(ORCHESTRATION_TASK_REQUESTS_QUEUE, requests)
+            wait_until(lambda: _completed_tasks(database) >= tasks, 300, "tasks to complete")
+        stages = _stage_ms(database)
+    return _run(config, "end-to-end", workers, tasks, meter, idle, stages)
+
+
+def workers_only(config: Config, workers: int, steps: int) -> Run:
+    with ExitStack() as stack:
+        cluster = start_cluster(config, workers, orchestrators=0)
+        stack.callback(cluster.stop)
+        broker = broker_from_config(config)
+        stack.callback(broker.close)
+        worker_pids = [process.pid for process in cluster.workers]
+        for queue in (worker_queue(NAMESPACE), ORCHESTRATION_RESULTS_QUEUE):
+            broker.ensure_queue(queue)
+        await_workers(broker, set(worker_pids))
+        idle = [round(rss_mb(pid), 1) for pid in worker_pids]
+        messages = [encode(_step_message()) for _ in range(steps)]
+        with Meter([], worker_pids) as meter:
+            broker.send_batch(worker_queue(NAMESPACE), messages)
+            wait_until(lambda: _results(broker) >= steps, 300, "results")
+    return _run(config, "workers-only", workers, steps, meter, idle, {})
+
+
+def _run(
+    config: Config,
+    mode: str,
+    workers: int,
+    steps: int,
+    meter: Meter,
+    idle: list[float],
+    stages: dict[str, float],
+) -> Run:
+    return Run(
+        broker=config.broker,
+        mode=mode,
+        workers=workers,
+        steps=steps,
+        seconds=round(meter.seconds, 2),
+        steps_per_second=round(steps / meter.seconds, 1),
+        idle_rss_mb=idle,
+        orchestrator_cpu_percent=(
+            round(meter.cpu_percent(meter.orchestrators)) if meter.orchestrators else None
+        ),
+        workers_cpu_percent=round(meter.cpu_percent(meter.workers)),
+        machine_busy_percent=round(meter.busy_percent),
+        stage_ms=stages,
+    )
+
+
+def _task_request() -> TaskRequestMessage:
+    return TaskRequestMessage(
+        task_uuid=new_id(), namespace=NAMESPACE, name="sleep_10ms", version="1.0.0"
+    )
+
+
+def _step_message() -> StepMessage:
+    return StepMessage(
+        task_uuid=new_id(),
+        step_uuid=new_id(),
+        namespace=NAMESPACE,
+        task_name="sleep_10ms",
+        task_version="1.0.0",
+        step_name="sleep",
+        handler=HandlerSpec("bench.sleep_10ms"),
+        attempt=1,
+        max_attempts=1,
+        retryable=False,
+        input_data={},
+    )
+
+
+def _completed_tasks(database: psycopg.Connection[Any]) -> int:
+    row = database.execute("SELECT count(*) FROM tasker.tasks WHERE status = 'complete'")
+    return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def _results(broker: Broker) -> int:
+    stats = broker.queue_stats(ORCHESTRATION_RESULTS_QUEUE)
+    return stats.ready + stats.in_flight
+
+
+# Where a step's time goes: request -> enqueued -> started -> finished -> applied -> done.
+_STAGES_SQL = """
+WITH s AS (
+  SELECT tr.step_uuid, tr.task_uuid,
+         max(tr.created_at) FILTER (WHERE to_state = 'enqueued') AS enqueued,
+         max(tr.created_at) FILTER (WHERE to_state = 'in_progress') AS started,
+         max(tr.created_at) FILTER (WHERE to_state = 'enqueued_for_orchestration') AS finished,
+         max(tr.created_at) FILTER (WHERE to_state = 'complete') AS applied
+    FROM tasker.workflow_step_transitions tr GROUP BY tr.step_uuid, tr.task_uuid)
+SELECT 1000 * avg(extract(epoch FROM s.enqueued - t.created_at)),
+       1000 * avg(extract(epoch FROM s.started - s.enqueued)),
+       1000 * avg(extract(epoch FROM s.finished - s.started)),
+       1000 * avg(extract(epoch FROM s.applied - s.finished)),
+       1000 * avg(extract(epoch FROM t.completed_at - s.applied))
+  FROM s JOIN tasker.tasks t USING (task_uuid)
+"""
+_STAGE_NAMES = ("created->enqueued", "queued", "handler", "result->applied", "applied->done")
+
+
+def _stage_ms(database: psycopg.Connection[Any]) -> dict[str, float]:
+    row = database.execute(_STAGES_SQL).fetchone()
+    assert row is not None
+    return {name: round(float(value), 1) for name, value in zip(_STAGE_NAMES, row, strict=True)}
+
+
+# Report ----------------------------------------------------------------------------------
+
+
+def markdown(runs: list[Run]) -> str:
+    header = (
+        "| broker | mode | workers | steps | seconds | steps/s | speed-up | idle RSS MB "
+        "| orch CPU % | workers CPU % | machine busy % |"
+    )
+    lines = [header, "|" + "---|" * 11]
+    for run in runs:
+        base = next(r for r in runs if (r.broker, r.mode, r.workers) == (run.broker, run.mode, 1))
+        orchestrator = "-" if run.orchestrator_cpu_percent is None else run.orchestrator_cpu_percent
+        lines.append(
+            f"| {run.broker} | {run.mode} | {run.workers} | {run.steps} | {run.seconds} "
+            f"| {run.steps_per_second} | {run.steps_per_second / base.steps_per_second:.2f}x "
+            f"| {max(run.idle_rss_mb)} | {orchestrator} | {run.workers_cpu_percent} "
+            f"| {run.machine_busy_percent} |"
+        )
+    stages = [f"- {r.broker} x{r.workers}: {r.stage_ms}" for r in runs if r.stage_ms]
+    return "\n".join([*lines, "", "Mean time per stage (ms), end-to-end runs:", *stages])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=400)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--brokers", default="pgmq,rabbitmq")
+    parser.add_argument("--modes", default="end-to-end,workers-only")
+    args = parser.parse_args()
+    modes = {"end-to-end": end_to_end, "workers-only": workers_only}
+    runs = []
+    for broker in args.brokers.split(","):
+        for mode in args.modes.split(","):
+            for workers in map(int, args.workers.split(",")):
+                with fresh_config(broker) as config:
+                    runs.append(modes[mode](config, workers, args.tasks))
+                print(f"{broker} {mode} x{workers}: {runs[-1].steps_per_second} steps/s")
+    print(markdown(runs))
+    output = HERE / "results" / "worker_scaling.json"
+    output.parent.mkdir(exist_ok=True)
+    output.write_text(json.dumps([asdict(run) for run in runs], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

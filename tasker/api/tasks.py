@@ -1,0 +1,147 @@
+"""/v1/tasks: create, list, read (with an optional long poll), cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from opentelemetry.trace import SpanKind
+
+from tasker.actors.orchestrator import TaskCreationFailedError
+from tasker.api import schemas, views
+from tasker.api.auth import requires
+from tasker.api.common import actor, optional, pagination, services, state_errors, task_of
+from tasker.api.errors import ApiError, responses
+from tasker.api.services import ApiServices
+from tasker.ids import new_id
+from tasker.messaging.messages import TaskRequestMessage
+from tasker.state.states import TERMINAL_TASK_STATES
+from tasker.telemetry import metrics, tracing
+
+
+class TaskRoutes(Controller):
+    path = "/v1/tasks"
+    tags = ["tasks"]
+
+    @post(
+        "/",
+        guards=[requires("tasks:create")],
+        responses=responses(404, 409, 422, 503),
+        sync_to_thread=True,
+        summary="Create a task from a registered template",
+    )
+    def create(
+        self, data: schemas.TaskCreate, state: State, request: Request[Any, Any, Any]
+    ) -> schemas.Task:
+        carrier = {key: value for key, value in request.headers.items()}
+        with tracing.span(
+            "POST /v1/tasks", carrier, kind=SpanKind.SERVER, namespace=data.namespace
+        ):
+            return _create(services(state), data)
+
+    @get(
+        "/",
+        guards=[requires("tasks:read")],
+        responses=responses(),
+        sync_to_thread=True,
+        summary="List tasks, newest first",
+    )
+    def index(
+        self,
+        state: State,
+        page: int = Parameter(default=1, ge=1, le=1_000_000),
+        per_page: int = Parameter(default=25, ge=1, le=100),
+        namespace: str | None = None,
+        status: schemas.TaskStatus | None = None,
+        name: str | None = None,
+    ) -> schemas.TaskList:
+        found = services(state).reads.list_tasks(
+            page=page, per_page=per_page, namespace=namespace, status=status, name=name
+        )
+        tasks = [views.task(view) for view in found.tasks]
+        return schemas.TaskList(tasks, pagination(page, per_page, found.total_count))
+
+    @get(
+        "/{task_uuid:uuid}",
+        guards=[requires("tasks:read")],
+        responses=responses(404),
+        summary="A task with its steps; wait_seconds holds the answer until it finishes",
+    )
+    async def show(
+        self,
+        task_uuid: UUID,
+        state: State,
+        wait_seconds: float = Parameter(default=0.0, ge=0.0, le=300.0),
+    ) -> schemas.Task:
+        svc = services(state)
+        wait = min(wait_seconds, svc.config.api_max_wait_seconds)
+        return await _finished_or_current(svc, task_uuid, wait)
+
+    @delete(
+        "/{task_uuid:uuid}",
+        guards=[requires("tasks:cancel")],
+        responses=responses(404, 409, 503),
+        status_code=200,
+        sync_to_thread=True,
+        summary="Cancel a task",
+    )
+    def cancel(
+        self,
+        task_uuid: UUID,
+        state: State,
+        request: Request[Any, Any, Any],
+        reason: str = "cancelled through the API",
+    ) -> schemas.Task:
+        svc = services(state)
+        operations = optional("task cancellation", svc.operations)
+        with state_errors():
+            operations.cancel_task(task_uuid, actor=actor(request), reason=reason)
+        return task_of(svc, task_uuid)
+
+
+def _create(svc: ApiServices, data: schemas.TaskCreate) -> schemas.Task:
+    fields = msgspec.structs.asdict(data)
+    request = TaskRequestMessage(task_uuid=new_id(), **fields)
+    try:
+        admission = svc.orchestrator.create_task(request)
+    except TaskCreationFailedError as exc:
+        raise ApiError(503, "unavailable", f"could not create the task: {exc}") from exc
+    outcome = "created" if admission.created else "refused"
+    metrics.TASKS_REQUESTED.add(1, {"namespace": data.namespace, "outcome": outcome})
+    if admission.template_missing:
+        raise ApiError(404, "template_not_found", admission.rejection or "", field="name")
+    if admission.rejection is not None:
+        raise ApiError(
+            422, "invalid_task_request", admission.rejection, field="context",
+            details=admission.problems,
+        )  # fmt: skip
+    if not admission.created:
+        raise ApiError(
+            409, "duplicate_task",
+            f"an identical task already exists: {admission.task_uuid} ({admission.status})",
+            task_uuid=admission.task_uuid,
+        )  # fmt: skip
+    return task_of(svc, admission.task_uuid)
+
+
+async def _finished_or_current(svc: ApiServices, task_uuid: UUID, wait: float) -> schemas.Task:
+    """The task once it is finished, or as it is when `wait` seconds have passed."""
+    if wait <= 0:
+        return await asyncio.to_thread(task_of, svc, task_uuid)
+    finished = svc.waiter.register(task_uuid)  # before reading: no notice can slip by
+    try:
+        task = await asyncio.to_thread(task_of, svc, task_uuid)
+        if task.status in TERMINAL_TASK_STATES:
+            return task
+        try:
+            await asyncio.wait_for(asyncio.shield(finished), timeout=wait)
+        except TimeoutError:
+            return task
+        return await asyncio.to_thread(task_of, svc, task_uuid)
+    finally:
+        svc.waiter.unregister(task_uuid, finished)

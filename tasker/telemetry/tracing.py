@@ -1,0 +1,74 @@
+"""Traces: one trace per task, from the API call to finalization.
+
+The W3C trace context (`traceparent`) travels in the wire messages' `trace_context` and in
+the actor messages, so each hop continues the trace it was handed. Without a configured
+exporter the OpenTelemetry API is a no-op and these helpers cost next to nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from tasker.config import Config
+
+log = logging.getLogger(__name__)
+
+_propagator = TraceContextTextMapPropagator()
+_tracer = trace.get_tracer("tasker")
+
+
+def configure_tracing(config: Config, *, role: str) -> TracerProvider | None:
+    """Install a tracer provider exporting per `config.otel_exporter` (None: tracing off)."""
+    if config.otel_exporter == "none":
+        return None
+    return install_provider(_processor(config), service=f"{config.otel_service_name}-{role}")
+
+
+def install_provider(processor: SpanProcessor, *, service: str) -> TracerProvider:
+    """Install a tracer provider with `processor` (tests pass an in-memory exporter's)."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _processor(config: Config) -> SpanProcessor:
+    if config.otel_exporter == "console":
+        return BatchSpanProcessor(ConsoleSpanExporter())
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    endpoint = config.otel_endpoint
+    exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+    return BatchSpanProcessor(exporter)
+
+
+def inject() -> dict[str, str]:
+    """The current trace context as a carrier (`traceparent`...), empty when none."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier
+
+
+@contextmanager
+def span(
+    name: str,
+    carrier: Mapping[str, str] | None = None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    **attributes: Any,
+) -> Iterator[Span]:
+    """A span continuing the trace in `carrier` (or the current one); ids as attributes."""
+    parent = _propagator.extract(carrier) if carrier else None
+    attrs = {f"tasker.{key}": str(value) for key, value in attributes.items() if value is not None}
+    with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attrs) as s:
+        yield s
