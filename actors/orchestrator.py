@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from typing import Any
 
 import pykka
@@ -28,6 +29,7 @@ from tasker.actors.task_initializer import TaskAdmission, TaskInitializer
 from tasker.actors.worker_registry import WorkerRegistry
 from tasker.config import Config
 from tasker.messaging.broker import Broker, Delivery
+from tasker.messaging.circuit import GuardedBroker, counts_against_broker
 from tasker.messaging.messages import (
     ORCHESTRATION_RESULTS_QUEUE,
     ORCHESTRATION_TASK_REQUESTS_QUEUE,
@@ -36,12 +38,17 @@ from tasker.messaging.messages import (
     StepResultMessage,
     TaskRequestMessage,
     WorkerHeartbeatMessage,
+    worker_queue,
 )
-from tasker.state.db import Database
+from tasker.resilience import circuit_breaker
+from tasker.state.db import Database, counts_against_database
 from tasker.state.operations import OperatorOutcome
 from tasker.state.repository import StalenessLimits, StateRepository
 
 log = logging.getLogger(__name__)
+
+#: Queue depths are read at most this often for backpressure decisions.
+_DEPTH_CACHE_SECONDS = 1.0
 
 
 def _as_task_request(delivery: Delivery, message: AnyMessage) -> ActorMessage | None:
@@ -78,11 +85,18 @@ class Orchestrator:
 
     def __init__(self, config: Config, broker: Broker, database: Database) -> None:
         self.config = config
-        self.broker = broker
+        self.breakers = {
+            "database": circuit_breaker("database", config, counts_against_database),
+            "broker": circuit_breaker("broker", config, counts_against_broker),
+        }
+        self.broker = GuardedBroker(broker, self.breakers["broker"])
+        database.breaker = self.breakers["database"]
         self.database = database
         self.repository = StateRepository(database, retry_defaults_from(config))
         self.actors: list[pykka.ActorRef[Any]] = []
         self.pumps: list[InboxPump] = []
+        self._deepest = 0
+        self._depth_checked_at = float("-inf")
 
     def start(self) -> Supervisor:
         for queue in _INBOXES:
@@ -147,6 +161,30 @@ class Orchestrator:
             raise TaskCreationFailedError(reply.reason)
         assert isinstance(reply, TaskAdmission)
         return reply
+
+    def backpressure(self) -> int | None:
+        """Seconds a client should wait before creating tasks, or None to go ahead.
+
+        New tasks are refused while any step queue is deeper than the configured limit:
+        more work would only wait in line and raise everyone's latency.
+        """
+        now = time.monotonic()
+        if now - self._depth_checked_at > _DEPTH_CACHE_SECONDS:
+            self._deepest = max((self._depth(q) for q in self._step_queues()), default=0)
+            self._depth_checked_at = now
+        if self._deepest > self.config.backpressure_queue_depth:
+            return self.config.backpressure_retry_after_seconds
+        return None
+
+    def _step_queues(self) -> list[str]:
+        namespaces = {namespace for namespace, _, _ in self.repository.list_templates()}
+        return [worker_queue(namespace) for namespace in sorted(namespaces)]
+
+    def _depth(self, queue: str) -> int:
+        try:
+            return self.broker.queue_stats(queue).ready
+        except Exception:
+            return 0  # a queue not created yet holds nothing
 
     def after_operator_action(self, outcome: OperatorOutcome) -> None:
         """Carry on a task an operator changed: run what became ready, finalize if done."""

@@ -1,19 +1,32 @@
-"""RabbitMQ backend: durable queues, persistent messages, publisher confirms, via pika.
+"""RabbitMQ backend: durable quorum queues, persistent messages, publisher confirms, via pika.
 
-RabbitMQ has no visibility timeout and closes a channel that keeps a delivery unacked past
-its `consumer_timeout` (30 min by default), while a step may run longer. So this backend
-never keeps a delivery unacked: `receive` takes ownership of each message at once by
-copying it, confirmed, into a *lease queue* whose TTL is the visibility timeout, and only
-then acks the original. Settling the message (ack, nack, dead-letter) deletes the lease
-queue; if nobody settles it in time -- the worker died, or is merely slow -- RabbitMQ
-dead-letters the copy back into the main queue, where it is delivered again with its
-delivery count one higher. `extend_visibility` moves the copy to a fresh lease queue.
-Delays use per-delay TTL queues that dead-letter into the main queue the same way. See
-`rabbitmq_topology` for the queue layout and `rabbitmq_connection` for reconnecting.
+Fast path: a received message stays an ordinary unacked delivery on the channel of the
+thread that received it. Each thread keeps a consumer per queue across `receive` calls,
+with a prefetch sized to what it asks for (see `rabbitmq_consumer`); `receive` hands out
+buffered deliveries and waits in `process_data_events`, so it wakes as soon as one
+arrives. Settling is one `basic_ack`/`basic_nack` on the delivery's own channel: from
+another thread it is handed to that channel's link (see `rabbitmq_connection`), which runs
+it at once when idle or right after its current wait otherwise. `ack_with_reply`
+publishes the reply, confirmed, on the caller's own channel first.
 
-Consequences: receipts are not tied to a channel (any thread can settle any delivery, and
-a dropped connection loses no in-flight work); each received message costs a queue
-declare and a confirmed publish, and each settlement a queue delete.
+Delivery counts: main queues are quorum queues, which count redeliveries in the
+`x-delivery-count` header; our own republishes (delayed nacks, lease copies) carry the
+count so far in a header of ours, so counts only rise. A delivery over `max_deliveries`
+is dead-lettered (a `DeadLetter` body with the reason) and acked, never returned.
+
+RabbitMQ has no visibility timeout, so the backend keeps one: a held delivery whose
+timeout passes is nacked back to the queue (checked by the owning thread while it waits
+in `receive`, or by the janitor when that thread is elsewhere, see `rabbitmq_janitor`).
+A consumer process that dies loses its connection, and RabbitMQ requeues its deliveries at
+once. A delivery held longer than `lease_after` (a long step; RabbitMQ would close the
+channel at its consumer timeout, 30 min by default) moves to the slow path: a confirmed
+copy in a lease queue whose TTL is the remaining visibility timeout, then an ack (see
+`rabbitmq_topology`). Delays use per-delay TTL queues that dead-letter into the main queue.
+
+When a connection drops, RabbitMQ requeues what was unacked on it; receipts from it go
+stale: settling one logs and does nothing (the message is delivered again, and the
+engine's result fence makes the repeat harmless). Consumers re-register on the next
+`receive`.
 """
 
 from __future__ import annotations
@@ -23,34 +36,21 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import rabbitmq_operations as ops
 from . import rabbitmq_topology as topo
-from .broker import (
-    Broker,
-    BrokerError,
-    Delivery,
-    QueueStats,
-    Transaction,
-    dead_letter_queue,
-)
-from .rabbitmq_connection import ThreadLinks
+from .broker import Broker, BrokerError, Delivery, QueueStats, Transaction, dead_letter_queue
+from .rabbitmq_connection import Link, ThreadLinks
+from .rabbitmq_consumer import Receipt, State
+from .rabbitmq_janitor import Janitor
 
 log = logging.getLogger(__name__)
 
-
-class _Lease:
-    """The receipt of one received message: the lease queue holding its copy."""
-
-    def __init__(self, queue: str, lease_queue: str, body: bytes, delivery_count: int) -> None:
-        self.queue = queue
-        self.lease_queue = lease_queue
-        self.body = body
-        self.delivery_count = delivery_count
-        self.settled = False
-        self.lock = threading.Lock()  # settle/extend may race from different threads
+#: Held this long, a delivery moves to a lease queue: well under RabbitMQ's default
+#: consumer timeout (30 min).
+DEFAULT_LEASE_AFTER = 15 * 60.0
 
 
 class RabbitMQBroker(Broker):
@@ -65,23 +65,27 @@ class RabbitMQBroker(Broker):
         max_deliveries: int = 5,
         reconnect_timeout: float = 30.0,
         connection_name: str | None = None,
+        lease_after: float = DEFAULT_LEASE_AFTER,
+        idle_pump: float = 5.0,
     ) -> None:
         super().__init__(max_deliveries=max_deliveries)
         self.connection_name = connection_name or f"tasker pid={os.getpid()}"
+        self.lease_after = lease_after
         self._links = ThreadLinks(
             url, retry_for=reconnect_timeout, connection_name=self.connection_name
         )
-        self._leases_lock = threading.Lock()
-        self._leases: dict[str, set[str]] = {}  # queue -> lease queues this instance holds
+        self._janitor = Janitor(self._links, self._service, idle_pump=idle_pump)
+        self._leased_lock = threading.Lock()
+        self._leased: dict[str, int] = {}  # queue -> deliveries of ours on the slow path
 
     # -- queues and sending -------------------------------------------------------------
 
     def ensure_queue(self, queue: str) -> None:
         topo.validate_queue_name(queue)
 
-        def declare(channel: Any) -> None:
-            channel.queue_declare(queue, durable=True)
-            channel.queue_declare(dead_letter_queue(queue), durable=True)
+        def declare(link: Link) -> None:
+            ops.declare_main(link.channel, queue)
+            ops.declare_main(link.channel, dead_letter_queue(queue))
 
         self._links.run(f"ensure_queue({queue!r})", declare)
 
@@ -101,17 +105,17 @@ class RabbitMQBroker(Broker):
         else:
             publish()
 
-    def _publish(self, queue: str, bodies: list[bytes], *, delay: float, previous: int = 0) -> None:
+    def _publish(self, queue: str, bodies: list[bytes], *, delay: float) -> None:
         """Publish `bodies` in order, each confirmed; a retry resumes after the last
         confirmed one, so a reconnect repeats at most the message it interrupted."""
         sent = 0
-        properties = topo.message_properties(previous)
+        properties = topo.message_properties(0)
 
-        def publish(channel: Any) -> None:
+        def publish(link: Link) -> None:
             nonlocal sent
-            target = ops.route(channel, queue, delay)
+            target = ops.route(link.channel, queue, delay)
             while sent < len(bodies):
-                channel.basic_publish("", target, bodies[sent], properties, mandatory=True)
+                link.channel.basic_publish("", target, bodies[sent], properties, mandatory=True)
                 sent += 1
 
         if bodies:
@@ -130,45 +134,65 @@ class RabbitMQBroker(Broker):
         topo.validate_queue_name(queue)
         if max_messages < 1:
             raise BrokerError(f"max_messages must be >= 1, not {max_messages}", recoverable=False)
-        ttl_ms = topo.to_ttl_ms(visibility_timeout)
-        deadline = time.monotonic() + max(wait, 0.0)
+        topo.to_ttl_ms(visibility_timeout)
+        until = time.monotonic() + max(wait, 0.0)
         generation = self._links.wake_generation
-        take = functools.partial(self._take, queue, max_messages, ttl_ms, deadline, generation)
-        while True:
-            deliveries = self._links.run(f"receive from {queue!r}", take)
-            # Empty-handed after dead-lettering poison messages: keep waiting if time is left.
-            if deliveries or time.monotonic() >= deadline or self._links.woken(generation):
-                return deliveries
+        self._janitor.start()
+        take = functools.partial(
+            self._take, queue, max_messages, visibility_timeout, until, generation
+        )
+        return self._links.run(f"receive from {queue!r}", take)
 
     def _take(
-        self, queue: str, limit: int, ttl_ms: int, deadline: float, generation: int, channel: Any
+        self, queue: str, limit: int, visibility: float, until: float, generation: int, link: Link
     ) -> list[Delivery]:
-        def stop() -> bool:
-            return time.monotonic() >= deadline or self._links.woken(generation)
+        consumers = link.consumers
+        stop = functools.partial(self._links.woken, generation)
+        maintain = functools.partial(self._maintain, link)
+        deliveries: list[Delivery] = []
+        while True:
+            arrived = consumers.collect(link, queue, limit, until, stop, maintain)
+            now = time.monotonic()
+            for item in arrived:
+                count = topo.previous_deliveries(item.properties) + 1
+                if count > self.max_deliveries:  # dead-lettered, never returned
+                    reason = f"delivered {count - 1} times (max_deliveries) without being acked"
+                    ops.publish_dead_letter(link.channel, queue, item.body, count - 1, reason)
+                    link.channel.basic_ack(item.tag)
+                    log.warning("dead-lettered a message from %r: %s", queue, reason)
+                    continue
+                receipt = Receipt(queue, item.body, count, link, item.tag, item.arrived, now)
+                receipt.deadline = now + visibility
+                consumers.held[item.tag] = receipt
+                deliveries.append(Delivery(queue, item.body, count, receipt))
+                self._due(link, min(receipt.deadline, item.arrived + self.lease_after))
+            # Empty-handed after dead-lettering poison messages: keep waiting if time is left.
+            if deliveries or not arrived or now >= until or stop():
+                return deliveries
 
-        raw = ops.get_ready(channel, queue, limit)
-        if not raw and not stop():
-            raw = ops.await_messages(channel, queue, limit, deadline, stop)
-        owned = (self._own(channel, queue, message, ttl_ms) for message in raw)
-        return [delivery for delivery in owned if delivery is not None]
+    def _maintain(self, link: Link) -> float:
+        due = link.consumers.maintain(link, time.monotonic(), self.lease_after, self._on_leased)
+        link.next_due = due
+        return due
 
-    def _own(
-        self, channel: Any, queue: str, message: ops.RawMessage, ttl_ms: int
-    ) -> Delivery | None:
-        """Take ownership of a delivery: lease it (or dead-letter it), then ack it."""
-        method, properties, body = message
-        previous = topo.previous_deliveries(properties)
-        if previous >= self.max_deliveries:
-            reason = f"delivered {previous} times (max_deliveries) without being acked"
-            ops.publish_dead_letter(channel, queue, body, previous, reason)
-            channel.basic_ack(method.delivery_tag)
-            log.warning("dead-lettered a message from %r: %s", queue, reason)
-            return None
-        count = previous + 1
-        lease_queue = ops.lease(channel, queue, body, count, ttl_ms)
-        channel.basic_ack(method.delivery_tag)
-        self._track(queue, add=lease_queue)
-        return Delivery(queue, body, count, _Lease(queue, lease_queue, body, count))
+    def _service(self, link: Link) -> float:
+        """The janitor's visit to an idle link (lock held)."""
+        link.pump(0)
+        return self._maintain(link)
+
+    def _due(self, link: Link, due: float) -> None:
+        if due < link.next_due:
+            link.next_due = due
+            self._janitor.nudge(due)
+
+    def _on_leased(self, receipt: Receipt) -> None:
+        self._count_lease(receipt.queue, +1)
+        log.info(
+            "a message from %r held for over %.0fs moved to lease queue %s",
+            receipt.queue,
+            self.lease_after,
+            receipt.lease_queue,
+        )
 
     # -- settling -----------------------------------------------------------------------
 
@@ -176,95 +200,155 @@ class RabbitMQBroker(Broker):
         if within is not None:
             within.after_commit(functools.partial(self.ack, delivery))
             return
-        lease = _lease_of(delivery)
-        with lease.lock:
-            if not lease.settled:  # acking twice is harmless
-                self._release(lease)
+        receipt = _receipt_of(delivery)
+        with receipt.lock:
+            if receipt.state is not State.SETTLED:  # acking twice is harmless
+                self._finish(receipt)
 
     def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
         topo.validate_queue_name(queue)
-        lease = _unsettled(delivery)
-        with lease.lock:
-            _check_unsettled(lease)
+        receipt = _unsettled(delivery)
+        with receipt.lock:
+            _check_unsettled(receipt)
             self._publish(queue, [body], delay=0.0)  # confirmed before the ack
-            self._release(lease)
+            self._finish(receipt)
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
-        lease = _unsettled(delivery)
-        with lease.lock:
-            _check_unsettled(lease)
-            self._publish(lease.queue, [lease.body], delay=delay, previous=lease.delivery_count)
-            self._release(lease)
-
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        lease = _unsettled(delivery)
-        with lease.lock:
-            _check_unsettled(lease)
+        topo.to_ttl_ms(delay)
+        receipt = _unsettled(delivery)
+        with receipt.lock:
+            _check_unsettled(receipt)
+            if receipt.state is State.HELD and not receipt.stale and delay <= 0:
+                receipt.state = State.SETTLED
+                self._on_owner(
+                    receipt, lambda channel: channel.basic_nack(receipt.tag, requeue=True)
+                )
+                return
+            if receipt.state is State.EXPIRED or receipt.stale:
+                self._finish(receipt)  # already back in the queue: just say so
+                return
             self._links.run(
-                f"dead-letter from {lease.queue!r}",
-                lambda channel: ops.publish_dead_letter(
-                    channel, lease.queue, lease.body, lease.delivery_count, reason
+                f"nack to {receipt.queue!r}",
+                lambda link: ops.republish(
+                    link.channel, receipt.queue, receipt.body, receipt.delivery_count, delay
                 ),
             )
-            self._release(lease)
+            self._finish(receipt)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        receipt = _unsettled(delivery)
+        with receipt.lock:
+            _check_unsettled(receipt)
+            self._links.run(
+                f"dead-letter from {receipt.queue!r}",
+                lambda link: ops.publish_dead_letter(
+                    link.channel, receipt.queue, receipt.body, receipt.delivery_count, reason
+                ),
+            )
+            self._finish(receipt)
 
     def extend_visibility(self, delivery: Delivery, seconds: float) -> None:
         ttl_ms = topo.to_ttl_ms(seconds)
-        lease = _unsettled(delivery)
-        with lease.lock:
-            _check_unsettled(lease)
-            old = lease.lease_queue
-            # New copy first, then drop the old: a crash in between duplicates, never loses.
-            lease.lease_queue = self._links.run(
-                f"extend visibility in {lease.queue!r}",
-                lambda ch: ops.lease(ch, lease.queue, lease.body, lease.delivery_count, ttl_ms),
+        receipt = _unsettled(delivery)
+        with receipt.lock:
+            _check_unsettled(receipt)
+            if receipt.state is State.HELD and not receipt.stale:
+                receipt.deadline = time.monotonic() + seconds
+                self._due(receipt.link, receipt.deadline)
+                return
+            if receipt.state is State.LEASED:
+                self._renew_lease(receipt, ttl_ms)
+                return
+            self._finish(receipt)
+            raise BrokerError(
+                f"visibility timeout of a message from {receipt.queue!r} expired (or its "
+                "connection was lost) before it was extended; it is back in the queue and "
+                "will be delivered again",
+                recoverable=False,
             )
-            self._track(lease.queue, add=lease.lease_queue, remove=old)
-            if self._delete_lease(lease.queue, old) == 0:
-                self._release(lease)  # the message is already back in the queue
-                raise BrokerError(
-                    f"visibility timeout of a message from {lease.queue!r} expired before "
-                    "it was extended; it is back in the queue and will be delivered again",
-                    recoverable=False,
-                )
 
-    def _release(self, lease: _Lease) -> None:
-        """Delete the lease (caller holds `lease.lock`): the message is settled."""
-        remaining = self._delete_lease(lease.queue, lease.lease_queue)
-        lease.settled = True
-        self._track(lease.queue, remove=lease.lease_queue)
-        if remaining == 0:
+    def _finish(self, receipt: Receipt) -> None:
+        """Settle for good (receipt lock held): ack on its own channel, or end its lease."""
+        state, stale = receipt.state, receipt.stale
+        receipt.state = State.SETTLED
+        if state is State.LEASED:
+            self._end_lease(receipt)
+        elif state is State.EXPIRED:
+            log.warning(
+                "a message from %r was settled after its visibility timeout expired; it "
+                "was already returned to the queue and may be processed again",
+                receipt.queue,
+            )
+        elif stale:
+            _log_stale(receipt)
+        else:
+            self._on_owner(receipt, lambda channel: channel.basic_ack(receipt.tag))
+
+    @staticmethod
+    def _on_owner(receipt: Receipt, operation: Callable[[Any], None]) -> None:
+        """Run `operation(channel)` on the channel the delivery came from."""
+        link = receipt.link
+
+        def action() -> None:
+            if not link.alive:
+                _log_stale(receipt)
+                return
+            link.consumers.held.pop(receipt.tag, None)
+            operation(link.channel)
+
+        link.submit(action)
+
+    def _renew_lease(self, receipt: Receipt, ttl_ms: int) -> None:
+        """New lease copy first, then drop the old: a crash between duplicates, never loses."""
+        old = receipt.lease_queue
+        receipt.lease_queue = self._links.run(
+            f"extend visibility in {receipt.queue!r}",
+            lambda link: ops.lease(
+                link.channel, receipt.queue, receipt.body, receipt.delivery_count, ttl_ms
+            ),
+        )
+        if self._delete_lease(receipt.queue, old) == 0:
+            self._finish(receipt)  # the message is already back in the queue
+            raise BrokerError(
+                f"visibility timeout of a message from {receipt.queue!r} expired before it "
+                "was extended; it is back in the queue and will be delivered again",
+                recoverable=False,
+            )
+
+    def _end_lease(self, receipt: Receipt) -> None:
+        self._count_lease(receipt.queue, -1)
+        if self._delete_lease(receipt.queue, receipt.lease_queue) == 0:
             log.warning(
                 "a message from %r was settled after its visibility timeout expired; "
                 "it was already returned to the queue and may be processed again",
-                lease.queue,
+                receipt.queue,
             )
 
     def _delete_lease(self, queue: str, lease_queue: str) -> int:
         """Delete a lease queue; return how many copies it still held (0: expired)."""
         result = self._links.run(
-            f"settle a message from {queue!r}", lambda ch: ch.queue_delete(lease_queue)
+            f"settle a message from {queue!r}", lambda link: link.channel.queue_delete(lease_queue)
         )
         return int(result.method.message_count)
 
-    def _track(self, queue: str, *, add: str | None = None, remove: str | None = None) -> None:
-        with self._leases_lock:
-            held = self._leases.setdefault(queue, set())
-            if add is not None:
-                held.add(add)
-            held.discard(remove or "")
+    def _count_lease(self, queue: str, change: int) -> None:
+        with self._leased_lock:
+            self._leased[queue] = self._leased.get(queue, 0) + change
 
     # -- operations ---------------------------------------------------------------------
 
     def queue_stats(self, queue: str) -> QueueStats:
         """`ready` counts the main queue only (not delayed messages); `in_flight` counts
-        the leases held by *this* broker instance, not those of other processes."""
+        what *this* broker instance holds -- received and unsettled, on the slow path, or
+        pushed to its consumers and not handed out yet -- not what other processes hold."""
         topo.validate_queue_name(queue)
         declared = self._links.run(
-            f"queue_stats({queue!r})", lambda ch: ch.queue_declare(queue, passive=True)
+            f"queue_stats({queue!r})", lambda link: link.channel.queue_declare(queue, passive=True)
         )
-        with self._leases_lock:
-            in_flight = len(self._leases.get(queue, ()))
+        with self._leased_lock:
+            in_flight = self._leased.get(queue, 0)
+        for link in self._links.snapshot():
+            in_flight += link.consumers.held_for(queue) + link.consumers.buffered_for(queue)
         return QueueStats(queue, ready=int(declared.method.message_count), in_flight=in_flight)
 
     def wake(self) -> None:
@@ -272,10 +356,19 @@ class RabbitMQBroker(Broker):
 
     def close(self) -> None:
         self._links.close_all()
+        self._janitor.stop()
 
 
-def _lease_of(delivery: Delivery) -> _Lease:
-    if not isinstance(delivery.receipt, _Lease):
+def _log_stale(receipt: Receipt) -> None:
+    log.warning(
+        "a message from %r was settled after the connection it came on was lost; "
+        "RabbitMQ returned it to the queue and will deliver it again",
+        receipt.queue,
+    )
+
+
+def _receipt_of(delivery: Delivery) -> Receipt:
+    if not isinstance(delivery.receipt, Receipt):
         raise BrokerError(
             f"delivery from {delivery.queue!r} was not received from a RabbitMQ broker",
             recoverable=False,
@@ -283,15 +376,15 @@ def _lease_of(delivery: Delivery) -> _Lease:
     return delivery.receipt
 
 
-def _unsettled(delivery: Delivery) -> _Lease:
-    lease = _lease_of(delivery)
-    _check_unsettled(lease)
-    return lease
+def _unsettled(delivery: Delivery) -> Receipt:
+    receipt = _receipt_of(delivery)
+    _check_unsettled(receipt)
+    return receipt
 
 
-def _check_unsettled(lease: _Lease) -> None:
-    if lease.settled:
+def _check_unsettled(receipt: Receipt) -> None:
+    if receipt.state is State.SETTLED:
         raise BrokerError(
-            f"a message from {lease.queue!r} was already acked, nacked or dead-lettered",
+            f"a message from {receipt.queue!r} was already acked, nacked or dead-lettered",
             recoverable=False,
         )

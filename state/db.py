@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+import pybreaker
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,22 @@ class UnitOfWork:
 class Database:
     """A pool of connections to the database that is the source of truth."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        breaker: pybreaker.CircuitBreaker | None = None,
+    ) -> None:
         self.url = url
+        self.breaker = breaker
         self._pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             open=True,
+            timeout=5.0,  # a dead database must fail calls quickly, not hang them for 30 s
             # Autocommit: every unit of work opens an explicit BEGIN/COMMIT block.
             kwargs={"autocommit": True},
             name="tasker",
@@ -63,11 +73,14 @@ class Database:
 
         After-commit callbacks run outside the transaction, once it is durable.
         """
-        with self._pool.connection() as connection:
+        with self._guard(), self._pool.connection() as connection:
             unit = UnitOfWork(connection)
             with connection.transaction():
                 yield unit
         unit.run_after_commit()
+
+    def _guard(self) -> AbstractContextManager[Any]:
+        return self.breaker.calling() if self.breaker is not None else nullcontext()
 
     def close(self) -> None:
         self._pool.close()
@@ -76,3 +89,8 @@ class Database:
 def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A single dedicated connection (for LISTEN, migrations and tooling)."""
     return psycopg.connect(url, autocommit=autocommit)
+
+
+def counts_against_database(error: BaseException) -> bool:
+    """Whether `error` says the database is unhealthy (not that a statement was wrong)."""
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError | PoolTimeout)

@@ -44,15 +44,15 @@ class ReadModel:
         params = {"namespace": namespace, "status": status, "name": name}
         paged = {**params, "limit": per_page, "offset": (page - 1) * per_page}
         with self.database.transaction() as unit:
-            rows = unit.execute_sql(read_queries.LIST_TASKS, paged)  # type: ignore[arg-type]
-            total = unit.execute_sql(read_queries.COUNT_TASKS, params)  # type: ignore[arg-type]
+            rows = unit.execute_sql(read_queries.LIST_TASKS, paged)
+            total = unit.execute_sql(read_queries.COUNT_TASKS, params)
         fields = [f for f in TaskView.__struct_fields__ if f != "steps"]
         tasks = [TaskView(**dict(zip(fields, row, strict=True)), steps=[]) for row in rows]
         return TaskPage(tasks, int(total[0][0]))
 
     def list_templates(self, namespace: str | None = None) -> list[TemplateSummary]:
         with self.database.transaction() as unit:
-            rows = unit.execute_sql(read_queries.LIST_TEMPLATES, {"namespace": namespace})  # type: ignore[arg-type]
+            rows = unit.execute_sql(read_queries.LIST_TEMPLATES, {"namespace": namespace})
         return [TemplateSummary(*row) for row in rows]
 
     def namespaces(self) -> list[str]:

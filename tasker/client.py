@@ -1,30 +1,49 @@
-"""The Python client applications (and the CLI) use to create tasks and wait for them.
+"""The Python client applications (and the CLI) use: the orchestrator's REST API over HTTP.
 
-It submits task requests through the broker, like any client, and reads task state from
-PostgreSQL, the source of truth. Completion is announced with NOTIFY, so waiting costs no
-polling on the hot path (a slow poll only refreshes progress and covers a lost notice).
+    with TaskerClient("http://127.0.0.1:8080", api_key="...") as client:
+        task_uuid = client.create_task("examples", "linear_workflow", "1.0.0", {"even_number": 2})
+        task = client.wait(task_uuid, timeout=60)
+
+Waiting is a long poll: the server answers as soon as the task finishes (it LISTENs for
+the finalizer's NOTIFY), so completion costs no polling; with `on_progress` the window is
+short, to report progress on the way.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 from uuid import UUID
 
-from tasker.config import Config
-from tasker.ids import new_id
-from tasker.messaging.backends import broker_from_config
-from tasker.messaging.broker import Broker
-from tasker.messaging.messages import ORCHESTRATION_TASK_REQUESTS_QUEUE, TaskRequestMessage, encode
-from tasker.state.admission import check_request
-from tasker.state.db import Database, connect
-from tasker.state.errors import TaskNotFoundError
-from tasker.state.records import TaskView
-from tasker.state.repository import StateRepository
-from tasker.state.states import TERMINAL_TASK_STATES
+import httpx
+import msgspec
 
-FINISHED_CHANNEL = "tasker_task_finished"
+from tasker.api import schemas
+from tasker.config import Config
+from tasker.telemetry import tracing
+
+T = TypeVar("T")
+TERMINAL = frozenset({"complete", "error", "cancelled", "resolved_manually"})
+TaskRef = UUID | str | schemas.Task
+
+
+class TaskerApiError(Exception):
+    """The API refused a request; `code` is stable, the message names the field."""
+
+    def __init__(self, status: int, error: schemas.Error) -> None:
+        detail = "".join(f"\n  - {d}" for d in error.details if d not in error.message)
+        super().__init__(f"{error.message}{detail}")
+        self.status = status
+        self.code = error.code
+        self.field = error.field
+        self.details = error.details
+        self.task_uuid = error.task_uuid
+
+
+class TaskerConnectionError(ConnectionError):
+    """The API did not answer at all."""
 
 
 class TaskWaitTimeoutError(TimeoutError):
@@ -33,79 +52,222 @@ class TaskWaitTimeoutError(TimeoutError):
         self.task_uuid = task_uuid
 
 
+def task_id(task: TaskRef) -> UUID:
+    if isinstance(task, schemas.Task):
+        return task.task_uuid
+    return task if isinstance(task, UUID) else UUID(str(task))
+
+
 class TaskerClient:
-    def __init__(self, config: Config, *, broker: Broker | None = None) -> None:
-        self.config = config
-        self.database = Database(config.database_url, min_size=1, max_size=2)
-        self.repository = StateRepository(self.database)
-        self.broker = broker or broker_from_config(config)
+    """A client of one orchestrator's API; thread-safe, keeps connections alive."""
+
+    def __init__(
+        self,
+        api_url: str | Config,
+        api_key: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        self.config = api_url if isinstance(api_url, Config) else None
+        if isinstance(api_url, Config):
+            api_key = api_key or api_url.api_key
+            token = token or api_url.api_token
+            api_url = api_url.client_api_url
+        self.api_url = api_url.rstrip("/")
+        headers = {"X-API-Key": api_key} if api_key else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout)
+        self._repository: Any = None
+
+    # Transport -----------------------------------------------------------------------------
+
+    def request(
+        self, method: str, path: str, into: type[T], *, body: Any = None, **kwargs: Any
+    ) -> T:
+        """Call the API; decode the answer into `into` or raise TaskerApiError."""
+        headers = tracing.inject()  # continue the caller's trace on the server
+        if body is not None:
+            kwargs["content"] = msgspec.json.encode(body)
+            headers["content-type"] = "application/json"
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            raise TaskerConnectionError(
+                f"cannot reach the Tasker API at {self.api_url} ({exc}); is the orchestrator "
+                "running? (set --url or TASKER_API_URL)"
+            ) from exc
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return msgspec.json.decode(response.content, type=into)
+
+    # Tasks ---------------------------------------------------------------------------------
+
+    def submit(self, request: schemas.TaskCreate) -> schemas.Task:
+        """Create a task; returns it as just created (409 for a duplicate, with its id)."""
+        return self.request("POST", "/v1/tasks", schemas.Task, body=request)
 
     def create_task(
-        self, namespace: str, name: str, version: str, context: dict[str, Any], **fields: Any
+        self,
+        namespace: str,
+        name: str,
+        version: str = "1.0.0",
+        context: dict[str, Any] | None = None,
+        **fields: Any,
     ) -> UUID:
-        """Submit a task request; returns the task's id.
-
-        The request is checked here first (registered template, context size, input_schema),
-        so a bad one fails at once with the reason instead of in the dead-letter queue.
-        """
-        registered = self.repository.get_template(namespace, name, version)
-        check_request(
-            registered.template,
-            context,
-            idempotency_key=fields.get("idempotency_key"),
-            max_context_bytes=self.config.max_context_bytes,
+        """Create a task; returns its id."""
+        request = schemas.TaskCreate(
+            name=name, namespace=namespace, version=version, context=context or {}, **fields
         )
-        request = TaskRequestMessage(
-            task_uuid=new_id(),
-            namespace=namespace,
-            name=name,
-            version=version,
-            context=context,
-            **fields,
-        )
-        self.broker.ensure_queue(ORCHESTRATION_TASK_REQUESTS_QUEUE)
-        self.broker.send(ORCHESTRATION_TASK_REQUESTS_QUEUE, encode(request))
-        return request.task_uuid
+        return self.submit(request).task_uuid
 
-    def get_task(self, task_uuid: UUID) -> TaskView:
-        return self.repository.get_task(task_uuid)
+    def get_task(self, task: TaskRef, *, wait_seconds: float = 0.0) -> schemas.Task:
+        params = {"wait_seconds": wait_seconds} if wait_seconds > 0 else {}
+        path = f"/v1/tasks/{task_id(task)}"
+        return self.request("GET", path, schemas.Task, params=params, timeout=wait_seconds + 30)
+
+    def list_tasks(self, *, page: int = 1, per_page: int = 25, **filters: Any) -> schemas.TaskList:
+        params = {"page": page, "per_page": per_page, **_given(filters)}
+        return self.request("GET", "/v1/tasks", schemas.TaskList, params=params)
+
+    def cancel_task(self, task: TaskRef, reason: str | None = None) -> schemas.Task:
+        params = _given({"reason": reason})
+        return self.request("DELETE", f"/v1/tasks/{task_id(task)}", schemas.Task, params=params)
 
     def wait(
         self,
-        task_uuid: UUID,
+        task: TaskRef,
         *,
         timeout: float = 60.0,
-        on_progress: Callable[[TaskView], None] | None = None,
+        on_progress: Callable[[schemas.Task], None] | None = None,
         progress_interval: float = 0.5,
-    ) -> TaskView:
+    ) -> schemas.Task:
         """Block until the task reaches a terminal state; report progress while waiting."""
         deadline = time.monotonic() + timeout
-        with connect(self.config.database_url) as listener:
-            listener.execute(f"LISTEN {FINISHED_CHANNEL}")
-            while True:
-                view = self._current(task_uuid)
-                if view is not None and on_progress is not None:
-                    on_progress(view)
-                if view is not None and view.status in TERMINAL_TASK_STATES:
-                    return view
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    status = view.status if view else "not created"
-                    raise TaskWaitTimeoutError(task_uuid, timeout, status)
-                _await_notice(listener, str(task_uuid), min(remaining, progress_interval))
+        window = progress_interval if on_progress is not None else 20.0
+        while True:
+            remaining = deadline - time.monotonic()
+            current = self.get_task(task, wait_seconds=max(min(window, remaining), 0.0))
+            if on_progress is not None:
+                on_progress(current)
+            if current.status in TERMINAL:
+                return current
+            if deadline - time.monotonic() <= 0:
+                raise TaskWaitTimeoutError(current.task_uuid, timeout, current.status)
 
-    def _current(self, task_uuid: UUID) -> TaskView | None:
-        try:
-            return self.repository.get_task(task_uuid)
-        except TaskNotFoundError:
-            return None  # not created yet: the orchestrator has not read the request
+    # Steps ---------------------------------------------------------------------------------
+
+    def steps(self, task: TaskRef) -> list[schemas.Step]:
+        path = f"/v1/tasks/{task_id(task)}/workflow_steps"
+        return self.request("GET", path, list[schemas.Step])
+
+    def get_step(self, task: TaskRef, step_uuid: UUID | str) -> schemas.Step:
+        path = f"/v1/tasks/{task_id(task)}/workflow_steps/{step_uuid}"
+        return self.request("GET", path, schemas.Step)
+
+    def step_action(
+        self, task: TaskRef, step_uuid: UUID | str, action: schemas.StepAction, **fields: Any
+    ) -> schemas.Step:
+        """reset_for_retry | resolve_manually | complete_manually (completion_data=...)."""
+        body = schemas.StepUpdate(action_type=action, **_given(fields))
+        path = f"/v1/tasks/{task_id(task)}/workflow_steps/{step_uuid}"
+        return self.request("PATCH", path, schemas.Step, body=body)
+
+    def audit(self, task: TaskRef, step_uuid: UUID | str | None = None) -> schemas.Audit:
+        base = f"/v1/tasks/{task_id(task)}"
+        path = f"{base}/workflow_steps/{step_uuid}/audit" if step_uuid else f"{base}/audit"
+        return self.request("GET", path, schemas.Audit)
+
+    # Templates, DLQ, system ----------------------------------------------------------------
+
+    def list_templates(self, namespace: str | None = None) -> schemas.TemplateList:
+        params = _given({"namespace": namespace})
+        return self.request("GET", "/v1/templates", schemas.TemplateList, params=params)
+
+    def get_template(self, namespace: str, name: str, version: str) -> schemas.TemplateDetail:
+        path = f"/v1/templates/{namespace}/{name}/{version}"
+        return self.request("GET", path, schemas.TemplateDetail)
+
+    def dlq_list(self, *, page: int = 1, per_page: int = 25, **filters: Any) -> schemas.DlqList:
+        params = {"page": page, "per_page": per_page, **_given(filters)}
+        return self.request("GET", "/v1/dlq", schemas.DlqList, params=params)
+
+    def dlq_get(self, entry_uuid: UUID | str) -> schemas.DlqEntry:
+        return self.request("GET", f"/v1/dlq/entry/{entry_uuid}", schemas.DlqEntry)
+
+    def dlq_for_task(self, task: TaskRef) -> list[schemas.DlqEntry]:
+        return self.request("GET", f"/v1/dlq/task/{task_id(task)}", list[schemas.DlqEntry])
+
+    def dlq_update(self, entry_uuid: UUID | str, status: str, **fields: Any) -> schemas.DlqEntry:
+        body = msgspec.convert({"resolution_status": status, **_given(fields)}, schemas.DlqUpdate)
+        path = f"/v1/dlq/entry/{entry_uuid}"
+        return self.request("PATCH", path, schemas.DlqEntry, body=body)
+
+    def dlq_stats(self) -> schemas.DlqStats:
+        return self.request("GET", "/v1/dlq/stats", schemas.DlqStats)
+
+    def workers(self) -> list[schemas.WorkerInfo]:
+        return self.request("GET", "/v1/workers", schemas.WorkerList).workers
+
+    def health(self) -> schemas.DetailedHealth:
+        return self.request("GET", "/health/detailed", schemas.DetailedHealth)
+
+    def metrics(self) -> str:
+        return self.request("GET", "/metrics", bytes).decode()
+
+    def wait_until_ready(self, timeout: float = 30.0) -> None:
+        """Return once the API answers /health/ready with 200 (startup only)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.request("GET", "/health/ready", schemas.Health)
+                return
+            except (TaskerConnectionError, TaskerApiError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    # Direct state access (tests and tools in the orchestrator's trust domain) --------------
+
+    @property
+    def repository(self) -> Any:
+        """A StateRepository on the configured database (only for a client made from a
+        Config). Applications use the API; this serves tests and operational tooling."""
+        if self._repository is None:
+            if self.config is None:
+                raise AttributeError("repository needs a client made from a Config")
+            from tasker.state.db import Database
+            from tasker.state.repository import StateRepository
+
+            self._repository = StateRepository(Database(self.config.database_url, max_size=2))
+        return self._repository
 
     def close(self) -> None:
-        self.broker.close()
-        self.database.close()
+        self._http.close()
+        if self._repository is not None:
+            self._repository.database.close()
+
+    def __enter__(self) -> TaskerClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
-def _await_notice(listener: Any, task_id: str, timeout: float) -> None:
-    for notice in listener.notifies(timeout=timeout):
-        if notice.payload.startswith(task_id):
-            return
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _api_error(response: httpx.Response) -> TaskerApiError:
+    try:
+        body = msgspec.json.decode(response.content, type=schemas.ErrorBody)
+        return TaskerApiError(response.status_code, body.error)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        text = response.text[:300] or response.reason_phrase
+        return TaskerApiError(response.status_code, schemas.Error("http_error", text))

@@ -56,6 +56,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stale_waiting_for_dependencies_minutes: float = 60.0
     stale_waiting_for_retry_minutes: float = 30.0
     stale_steps_in_process_minutes: float = 30.0
+    # Circuit breakers around the database and the broker
+    circuit_failure_threshold: int = 5
+    circuit_reset_timeout_seconds: float = 10.0
+    # Backpressure: refuse new tasks (503 + Retry-After) while a step queue is this deep
+    backpressure_queue_depth: int = 10_000
+    backpressure_retry_after_seconds: int = 5
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
     # REST API, served by the orchestrator process

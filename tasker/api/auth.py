@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import msgspec
@@ -118,6 +118,7 @@ def requires(permission: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], A
         if not authenticator.enabled:
             return
         principal = authenticator.authenticate(connection.headers)
+        cast(dict[str, Any], connection.scope)["tasker_principal"] = principal.subject
         if not principal.may(permission):
             raise PermissionDeniedException(f"this operation needs the {permission!r} permission")
 

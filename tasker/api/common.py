@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from litestar import Request
@@ -15,8 +15,6 @@ from tasker.api import schemas, views
 from tasker.api.errors import ApiError, not_found
 from tasker.api.services import ApiServices
 from tasker.state.errors import StaleTransitionError, StateError, TaskNotFoundError
-
-T = TypeVar("T")
 
 
 def services(state: State) -> ApiServices:
@@ -61,11 +59,3 @@ def step_of(svc: ApiServices, task_uuid: UUID, step_uuid: UUID) -> schemas.Step:
         if step.step_uuid == step_uuid:
             return step
     raise ApiError(404, "step_not_found", f"task {task_uuid} has no step {step_uuid}")
-
-
-def optional(feature: str, build: Callable[[], T]) -> T:
-    """A lead-owned component (operations, DLQ) or 503 when this build lacks it."""
-    try:
-        return build()
-    except ImportError as exc:
-        raise ApiError(503, "not_available", f"{feature} is not available here") from exc

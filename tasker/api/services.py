@@ -11,6 +11,8 @@ from tasker.api.waiter import FinishedWaiter
 from tasker.config import Config
 from tasker.messaging.broker import Broker
 from tasker.state.db import Database
+from tasker.state.dlq import DeadLetterRepository
+from tasker.state.operations import Operations
 from tasker.state.reads import ReadModel
 from tasker.state.repository import StateRepository
 
@@ -33,14 +35,8 @@ class ApiServices:
         self.waiter = FinishedWaiter(self.database.url)
         self.authenticator = Authenticator(self.config)
 
-    def operations(self) -> Any:
-        """The operator actions (`tasker.state.operations.Operations`), if installed."""
-        from tasker.state.operations import Operations  # type: ignore[import-not-found,unused-ignore]
-
+    def operations(self) -> Operations:
         return Operations(self.database)
 
-    def dead_letters(self) -> Any:
-        """The DLQ (`tasker.state.dlq.DeadLetterRepository`), if installed."""
-        from tasker.state.dlq import DeadLetterRepository  # type: ignore[import-not-found,unused-ignore]
-
+    def dead_letters(self) -> DeadLetterRepository:
         return DeadLetterRepository(self.database)

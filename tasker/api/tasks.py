@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from tasker.actors.orchestrator import TaskCreationFailedError
 from tasker.api import schemas, views
 from tasker.api.auth import requires
-from tasker.api.common import actor, optional, pagination, services, state_errors, task_of
+from tasker.api.common import actor, pagination, services, state_errors, task_of
 from tasker.api.errors import ApiError, responses
 from tasker.api.services import ApiServices
 from tasker.ids import new_id
@@ -98,7 +99,7 @@ class TaskRoutes(Controller):
         reason: str = "cancelled through the API",
     ) -> schemas.Task:
         svc = services(state)
-        operations = optional("task cancellation", svc.operations)
+        operations = svc.operations()
         with state_errors():
             operations.cancel_task(task_uuid, actor=actor(request), reason=reason)
         return task_of(svc, task_uuid)
@@ -138,10 +139,8 @@ async def _finished_or_current(svc: ApiServices, task_uuid: UUID, wait: float) -
         task = await asyncio.to_thread(task_of, svc, task_uuid)
         if task.status in TERMINAL_TASK_STATES:
             return task
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(finished), timeout=wait)
-        except TimeoutError:
-            return task
         return await asyncio.to_thread(task_of, svc, task_uuid)
     finally:
         svc.waiter.unregister(task_uuid, finished)
