@@ -1,17 +1,19 @@
 """Inbox pumps: threads that move messages from an orchestration queue to an actor.
 
 A pump never holds more deliveries than its limit: it asks its actor without blocking and
-waits for the oldest reply once the limit is reached. Messages then never sit in a mailbox
-until their visibility timeout runs out (which would deliver them twice).
+waits for the oldest reply once the limit is reached. While a delivery waits in a mailbox
+or is being handled, the pump renews its visibility, so a slow stretch never lets it
+reappear on the queue and be handled twice.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 
@@ -46,7 +48,7 @@ class InboxPump(threading.Thread):
         self.visibility_timeout = visibility_timeout
         self.wait = wait
         self._stopping = threading.Event()
-        self._in_flight: deque[pykka.Future[Any]] = deque()
+        self._in_flight: deque[_Pending] = deque()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -79,20 +81,30 @@ class InboxPump(threading.Thread):
             self._dispatch(delivery)
 
     def _free_slots(self) -> int:
-        while self._in_flight and _is_done(self._in_flight[0]):
-            self._in_flight.popleft()
+        self._in_flight = deque(p for p in self._in_flight if not _is_done(p.future))
+        self._renew_leases()
         if len(self._in_flight) >= self.max_in_flight:
             self._await_oldest()
         return self.max_in_flight - len(self._in_flight)
 
     def _await_oldest(self) -> None:
         try:
-            self._in_flight[0].get(timeout=self.wait)
+            self._in_flight[0].future.get(timeout=min(self.wait, self.visibility_timeout / 3))
             self._in_flight.popleft()
         except pykka.Timeout:
             pass
         except Exception:
             self._in_flight.popleft()  # the actor already logged it
+
+    def _renew_leases(self) -> None:
+        now = time.monotonic()
+        for index, pending in enumerate(self._in_flight):
+            if pending.renew_at <= now:
+                self.broker.extend_visibility(pending.delivery, self.visibility_timeout)
+                self._in_flight[index] = pending._replace(renew_at=self._renew_time())
+
+    def _renew_time(self) -> float:
+        return time.monotonic() + self.visibility_timeout * 2 / 3
 
     def _dispatch(self, delivery: Delivery) -> None:
         try:
@@ -103,7 +115,16 @@ class InboxPump(threading.Thread):
         if message is None:
             self.broker.dead_letter(delivery, f"message of the wrong kind for {self.queue}")
             return
-        self._in_flight.append(self.target.ask(message, block=False))
+        future = self.target.ask(message, block=False)
+        self._in_flight.append(_Pending(future, delivery, self._renew_time()))
+
+
+class _Pending(NamedTuple):
+    """A delivery handed to the actor, and when its visibility needs renewing."""
+
+    future: pykka.Future[Any]
+    delivery: Delivery
+    renew_at: float
 
 
 def _is_done(future: pykka.Future[Any]) -> bool:

@@ -30,6 +30,8 @@ class CreateTask(ActorMessage, frozen=True):
     """Create a task now and reply with its `TaskAdmission` (asked by the API, not told)."""
 
     request: TaskRequestMessage
+    # W3C trace context of the request this work belongs to (tasker.telemetry).
+    trace_context: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class StepResultReceived(ActorMessage, frozen=True):
@@ -50,6 +52,8 @@ class EnqueueSteps(ActorMessage, frozen=True):
     """These steps were found ready: claim them and send them to their workers."""
 
     step_uuids: tuple[UUID, ...]
+    # W3C trace context of the request this work belongs to (tasker.telemetry).
+    trace_context: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class RepublishUnconfirmed(ActorMessage, frozen=True):
@@ -62,6 +66,8 @@ class FinalizeTask(ActorMessage, frozen=True):
     """This task may be finished: complete it or fail it."""
 
     task_uuid: UUID
+    # W3C trace context of the request this work belongs to (tasker.telemetry).
+    trace_context: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class RetryDue(ActorMessage, frozen=True):

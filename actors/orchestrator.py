@@ -44,6 +44,7 @@ from tasker.resilience import circuit_breaker
 from tasker.state.db import Database, counts_against_database
 from tasker.state.operations import OperatorOutcome
 from tasker.state.repository import StalenessLimits, StateRepository
+from tasker.telemetry.hooks import inject
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ class Orchestrator:
 
     def create_task(self, request: TaskRequestMessage, timeout: float = 30.0) -> TaskAdmission:
         """Create a task synchronously (for the API): the initializer's reply, or why not."""
-        reply = self.initializer.ask(CreateTask(request), timeout=timeout)
+        # The API's trace continues in the initializer (telemetry hook).
+        reply = self.initializer.ask(CreateTask(request, inject()), timeout=timeout)
         if isinstance(reply, HandlingFailed):
             raise TaskCreationFailedError(reply.reason)
         assert isinstance(reply, TaskAdmission)

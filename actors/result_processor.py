@@ -7,6 +7,7 @@ allows it; a redelivered result finds its attempt already applied and changes no
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,8 @@ from tasker.messaging.broker import Broker
 from tasker.state.db import Database
 from tasker.state.records import ResultOutcome
 from tasker.state.repository import StateRepository
+from tasker.telemetry import metrics
+from tasker.telemetry.hooks import inject, traced
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,19 @@ class ResultProcessor(GuardedActor):
 
     def process(self, message: StepResultReceived) -> None:
         result = message.result
+        with traced(  # telemetry hook: continues the worker's trace
+            "tasker.step.result",
+            result.trace_context,
+            task_uuid=result.task_uuid,
+            step_uuid=result.step_uuid,
+            correlation_id=result.correlation_id,
+        ):
+            self._process(message)
+
+    def _process(self, message: StepResultReceived) -> None:
+        result = message.result
         error = msgspec.to_builtins(result.error) if result.error is not None else None
+        started = time.perf_counter()
         with self.database.transaction() as unit:
             outcome = self.repository.apply_step_result(
                 unit,
@@ -60,6 +75,9 @@ class ResultProcessor(GuardedActor):
                 worker_id=result.worker_id,
             )
             self.broker.ack(message.delivery, within=unit)
+        if outcome.outcome == "applied":  # telemetry hook
+            elapsed = time.perf_counter() - started
+            metrics.step_result(outcome.step_state, result.started_at, result.finished_at, elapsed)
         self._follow_up(result.step_uuid, outcome)
 
     def _follow_up(self, step_uuid: object, outcome: ResultOutcome) -> None:
@@ -72,8 +90,8 @@ class ResultProcessor(GuardedActor):
             )
             return
         if outcome.ready_steps:
-            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps))
+            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps, trace_context=inject()))
         if outcome.next_retry_at is not None:
             self.discovery.tell(RetryDue(outcome.next_retry_at))
         if outcome.finalize and outcome.task_uuid is not None:
-            self.finalizer.tell(FinalizeTask(outcome.task_uuid))
+            self.finalizer.tell(FinalizeTask(outcome.task_uuid, trace_context=inject()))

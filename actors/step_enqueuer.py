@@ -20,6 +20,8 @@ from tasker.messaging.messages import HandlerSpec, StepMessage, encode, worker_q
 from tasker.state.db import Database, UnitOfWork
 from tasker.state.records import ClaimedStep
 from tasker.state.repository import StateRepository
+from tasker.telemetry import metrics
+from tasker.telemetry.hooks import inject, traced
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ def step_message(step: ClaimedStep) -> StepMessage:
         timeout_seconds=step.timeout_seconds,
         correlation_id=step.correlation_id,
         fence=step.fence,
+        trace_context=inject(),  # continues the current trace to the worker (telemetry)
     )
 
 
@@ -57,9 +60,13 @@ class StepEnqueuer(GuardedActor):
 
     def enqueue(self, message: EnqueueSteps) -> None:
         transactional = self.broker.transactional
-        with self.database.transaction() as unit:
+        with (
+            traced("tasker.steps.enqueue", message.trace_context),  # telemetry hook
+            self.database.transaction() as unit,
+        ):
             claimed = self.repository.claim_steps(unit, message.step_uuids, published=transactional)
             self._send(claimed, within=unit)
+        steps_enqueued(claimed)  # telemetry hook
         # Here the transaction has committed and any after-commit publish is confirmed.
         if claimed and not transactional:
             self.repository.mark_published([step.step_uuid for step in claimed])
@@ -91,3 +98,9 @@ class StepEnqueuer(GuardedActor):
         if queue not in self._known_queues:
             self.broker.ensure_queue(queue)
             self._known_queues.add(queue)
+
+
+def steps_enqueued(claimed: list[ClaimedStep]) -> None:
+    """Count enqueued steps per namespace (telemetry hook)."""
+    for namespace in {step.namespace for step in claimed}:
+        metrics.steps_enqueued(namespace, sum(s.namespace == namespace for s in claimed))

@@ -11,6 +11,8 @@ from tasker.actors.messages import FinalizeTask
 from tasker.messaging.broker import Broker
 from tasker.state.db import Database
 from tasker.state.repository import StateRepository
+from tasker.telemetry import metrics
+from tasker.telemetry.hooks import traced
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,11 @@ class TaskFinalizer(GuardedActor):
         return {FinalizeTask: self.finalize}
 
     def finalize(self, message: FinalizeTask) -> None:
-        with self.database.transaction() as unit:
+        with (
+            traced("tasker.task.finalize", message.trace_context, task_uuid=message.task_uuid),
+            self.database.transaction() as unit,
+        ):  # telemetry hook: the trace ends here
             outcome = self.repository.finalize_task(unit, message.task_uuid)
         if outcome.finalized:
+            metrics.task_finished(outcome.status)  # telemetry hook
             log.info("task %s finished: %s", message.task_uuid, outcome.status)

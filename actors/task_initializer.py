@@ -8,7 +8,8 @@ transaction creating the task, then the root steps go to enqueueing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +24,8 @@ from tasker.state.admission import TaskRejectedError, check_request
 from tasker.state.db import Database
 from tasker.state.errors import TemplateNotFoundError
 from tasker.state.repository import RegisteredTemplate, StateRepository, TaskSpec
+from tasker.telemetry import metrics
+from tasker.telemetry.hooks import inject, traced
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,12 @@ class TaskInitializer(GuardedActor):
         return {TaskRequestReceived: self.from_queue, CreateTask: self.from_api}
 
     def from_api(self, message: CreateTask) -> TaskAdmission:
-        return self._admit(message.request, delivery=None)
+        with _traced(message.request, message.trace_context):  # telemetry hook
+            return self._admit(message.request, delivery=None)
 
     def from_queue(self, message: TaskRequestReceived) -> None:
-        admission = self._admit(message.request, delivery=message.delivery)
+        with _traced(message.request, None):  # telemetry hook: a trace starts here
+            admission = self._admit(message.request, delivery=message.delivery)
         if admission.rejection is not None:
             # Nothing is lost: the request and the reason wait in the dead-letter queue.
             self.broker.dead_letter(message.delivery, admission.rejection)
@@ -106,6 +111,7 @@ class TaskInitializer(GuardedActor):
         delivery: Delivery | None,
     ) -> TaskAdmission:
         spec = msgspec.convert(msgspec.structs.asdict(request), TaskSpec)
+        started = time.perf_counter()
         with self.database.transaction() as unit:
             creation = self.repository.create_task(unit, registered, spec, identity_hash=identity)
             if delivery is not None:
@@ -117,6 +123,19 @@ class TaskInitializer(GuardedActor):
                 creation.task_uuid,
                 creation.status,
             )
-        elif creation.ready_steps:
-            self.enqueuer.tell(EnqueueSteps(creation.ready_steps))
+        else:
+            metrics.task_created(request.namespace, time.perf_counter() - started)
+        if creation.created and creation.ready_steps:
+            self.enqueuer.tell(EnqueueSteps(creation.ready_steps, trace_context=inject()))
         return TaskAdmission(creation.task_uuid, creation.created, creation.status)
+
+
+def _traced(request: TaskRequestMessage, carrier: Mapping[str, str] | None) -> Any:
+    """The initialization span, in the caller's trace (telemetry hook)."""
+    return traced(
+        "tasker.task.initialize",
+        carrier,
+        task_uuid=request.task_uuid,
+        namespace=request.namespace,
+        correlation_id=request.correlation_id,
+    )

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import psycopg
 
-from tasker.cli.cluster import LocalCluster
+from tasker.cli.cluster import LocalCluster, free_port
 from tasker.cli.commands import prepare_database, register_templates
 from tasker.config import Config, load_config
 from tasker.ids import new_id
@@ -90,6 +90,7 @@ def fresh_config(broker: str) -> Iterator[Config]:
         "broker": broker,
         "poll_interval_seconds": 0.5,
         "log_level": "WARNING",
+        "api_bind": f"127.0.0.1:{free_port()}",
     }
     if broker == "rabbitmq":
         _rabbitmqctl("add_vhost", name)

@@ -11,6 +11,7 @@ import msgspec
 
 from tasker.handlers.result import ErrorType, StepHandlerResult
 from tasker.messaging.messages import StepError, StepMessage, StepResultMessage, encode
+from tasker.telemetry.hooks import inject
 
 
 def new_worker_id() -> str:
@@ -64,7 +65,8 @@ def _result_message(
         error=None if result.is_success else _step_error(result),
         metadata=result.metadata,
         correlation_id=message.correlation_id,
-        trace_context=message.trace_context,
+        # The worker's span when there is one, so the orchestrator continues from it.
+        trace_context=inject() or message.trace_context,
     )
 
 

@@ -35,6 +35,7 @@ from tasker.config import Config, ConfigError
 from tasker.handlers.compat import CompatError, apply_compat
 from tasker.handlers.execution import execute_step
 from tasker.handlers.fence import AttemptFence, Claim
+from tasker.handlers.health_server import WorkerHealth, serve_worker_health
 from tasker.handlers.jobs import Job, JobState, JobTable
 from tasker.handlers.outcome import result_from_exception
 from tasker.handlers.pool import HandlerPool
@@ -53,6 +54,7 @@ from tasker.messaging.messages import (
     decode,
     worker_queue,
 )
+from tasker.telemetry.hooks import worker_span
 
 log = logging.getLogger(__name__)
 
@@ -280,23 +282,27 @@ class Worker:
         try:
             if not job.move(JobState.QUEUED, JobState.RUNNING):
                 return  # handed back at shutdown before it started
-            timer = self._arm_timeout(job)
-            try:
-                result = self._runner(job.message)
-            except Exception as exc:  # runners report failures as results; belt and braces
-                result = result_from_exception(exc)
-            if timer is not None:
-                timer.cancel()
-            if job.move(JobState.RUNNING, JobState.REPORTED):
-                self._report(job, result)
-            else:
-                log.warning(
-                    "step %s finished after it was reported (timed out) or handed back; "
-                    "its result is discarded",
-                    job.message.step_uuid,
-                )
+            with worker_span(job.message):  # telemetry hook: the worker's part of the trace
+                self._run_and_report(job)
         finally:
             self._slots.release()
+
+    def _run_and_report(self, job: Job) -> None:
+        timer = self._arm_timeout(job)
+        try:
+            result = self._runner(job.message)
+        except Exception as exc:  # runners report failures as results; belt and braces
+            result = result_from_exception(exc)
+        if timer is not None:
+            timer.cancel()
+        if job.move(JobState.RUNNING, JobState.REPORTED):
+            self._report(job, result)
+        else:
+            log.warning(
+                "step %s finished after it was reported (timed out) or handed back; "
+                "its result is discarded",
+                job.message.step_uuid,
+            )
 
     def _arm_timeout(self, job: Job) -> TimerHandle | None:
         timeout = job.message.timeout_seconds
@@ -390,8 +396,23 @@ def run_worker(
     except (HandlerLoadError, CompatError, ConfigError) as exc:
         log.error("worker cannot start: %s", exc)
         return 2
-    with _stop_on_signals(worker):
-        return worker.run()
+    # --- deploy hook (issue 7): health endpoint for container probes, off unless
+    # `worker_health_bind` is set; ready until the worker starts stopping. ---
+    health = serve_worker_health(
+        config.worker_health_bind,
+        WorkerHealth(
+            worker_id=worker.worker_id,
+            ready=lambda: not worker._stopping.is_set(),
+            in_flight=lambda: worker.in_flight,
+        ),
+    )
+    try:
+        with _stop_on_signals(worker):
+            return worker.run()
+    finally:
+        if health is not None:
+            health.close()
+    # --- end deploy hook ---
 
 
 @contextmanager

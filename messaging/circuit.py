@@ -30,7 +30,11 @@ class GuardedBroker(Broker):
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return self.breaker.call(method, *args, **kwargs)
+            # Not `breaker.call`: it holds the breaker's lock for the whole call, so every
+            # broker call of the process (blocking receives included) would run one at a
+            # time. `calling()` takes the lock only to check and update the breaker.
+            with self.breaker.calling():
+                return method(*args, **kwargs)
         except pybreaker.CircuitBreakerError as exc:
             # Callers already retry recoverable broker errors; an open circuit is one.
             raise BrokerError(f"broker circuit {self.breaker.name!r} is open: {exc}") from exc

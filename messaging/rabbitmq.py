@@ -34,17 +34,16 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from . import rabbitmq_operations as ops
 from . import rabbitmq_topology as topo
 from .broker import Broker, BrokerError, Delivery, QueueStats, Transaction, dead_letter_queue
 from .rabbitmq_connection import Link, ThreadLinks
-from .rabbitmq_consumer import Receipt, State
+from .rabbitmq_consumer import Receipt
 from .rabbitmq_janitor import Janitor
+from .rabbitmq_settle import Settler
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +74,9 @@ class RabbitMQBroker(Broker):
             url, retry_for=reconnect_timeout, connection_name=self.connection_name
         )
         self._janitor = Janitor(self._links, self._service, idle_pump=idle_pump)
-        self._leased_lock = threading.Lock()
-        self._leased: dict[str, int] = {}  # queue -> deliveries of ours on the slow path
+        self._settler = Settler(
+            self._links, lambda queue, body: self._publish(queue, [body], delay=0.0), self._due
+        )
 
     # -- queues and sending -------------------------------------------------------------
 
@@ -171,8 +171,11 @@ class RabbitMQBroker(Broker):
                 return deliveries
 
     def _maintain(self, link: Link) -> float:
-        due = link.consumers.maintain(link, time.monotonic(), self.lease_after, self._on_leased)
+        due = link.consumers.maintain(
+            link, time.monotonic(), self.lease_after, self._settler.on_leased
+        )
         link.next_due = due
+        self._janitor.nudge(due)
         return due
 
     def _service(self, link: Link) -> float:
@@ -181,159 +184,30 @@ class RabbitMQBroker(Broker):
         return self._maintain(link)
 
     def _due(self, link: Link, due: float) -> None:
-        if due < link.next_due:
-            link.next_due = due
-            self._janitor.nudge(due)
+        link.next_due = min(link.next_due, due)
+        self._janitor.nudge(due)
 
-    def _on_leased(self, receipt: Receipt) -> None:
-        self._count_lease(receipt.queue, +1)
-        log.info(
-            "a message from %r held for over %.0fs moved to lease queue %s",
-            receipt.queue,
-            self.lease_after,
-            receipt.lease_queue,
-        )
-
-    # -- settling -----------------------------------------------------------------------
+    # -- settling (see rabbitmq_settle) ------------------------------------------------
 
     def ack(self, delivery: Delivery, *, within: Transaction | None = None) -> None:
         if within is not None:
             within.after_commit(functools.partial(self.ack, delivery))
-            return
-        receipt = _receipt_of(delivery)
-        with receipt.lock:
-            if receipt.state is not State.SETTLED:  # acking twice is harmless
-                self._finish(receipt)
+        else:
+            self._settler.ack(delivery)
 
     def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
         topo.validate_queue_name(queue)
-        receipt = _unsettled(delivery)
-        with receipt.lock:
-            _check_unsettled(receipt)
-            self._publish(queue, [body], delay=0.0)  # confirmed before the ack
-            self._finish(receipt)
+        self._settler.ack_with_reply(delivery, queue, body)
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         topo.to_ttl_ms(delay)
-        receipt = _unsettled(delivery)
-        with receipt.lock:
-            _check_unsettled(receipt)
-            if receipt.state is State.HELD and not receipt.stale and delay <= 0:
-                receipt.state = State.SETTLED
-                self._on_owner(
-                    receipt, lambda channel: channel.basic_nack(receipt.tag, requeue=True)
-                )
-                return
-            if receipt.state is State.EXPIRED or receipt.stale:
-                self._finish(receipt)  # already back in the queue: just say so
-                return
-            self._links.run(
-                f"nack to {receipt.queue!r}",
-                lambda link: ops.republish(
-                    link.channel, receipt.queue, receipt.body, receipt.delivery_count, delay
-                ),
-            )
-            self._finish(receipt)
+        self._settler.nack(delivery, delay)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        receipt = _unsettled(delivery)
-        with receipt.lock:
-            _check_unsettled(receipt)
-            self._links.run(
-                f"dead-letter from {receipt.queue!r}",
-                lambda link: ops.publish_dead_letter(
-                    link.channel, receipt.queue, receipt.body, receipt.delivery_count, reason
-                ),
-            )
-            self._finish(receipt)
+        self._settler.dead_letter(delivery, reason)
 
     def extend_visibility(self, delivery: Delivery, seconds: float) -> None:
-        ttl_ms = topo.to_ttl_ms(seconds)
-        receipt = _unsettled(delivery)
-        with receipt.lock:
-            _check_unsettled(receipt)
-            if receipt.state is State.HELD and not receipt.stale:
-                receipt.deadline = time.monotonic() + seconds
-                self._due(receipt.link, receipt.deadline)
-                return
-            if receipt.state is State.LEASED:
-                self._renew_lease(receipt, ttl_ms)
-                return
-            self._finish(receipt)
-            raise BrokerError(
-                f"visibility timeout of a message from {receipt.queue!r} expired (or its "
-                "connection was lost) before it was extended; it is back in the queue and "
-                "will be delivered again",
-                recoverable=False,
-            )
-
-    def _finish(self, receipt: Receipt) -> None:
-        """Settle for good (receipt lock held): ack on its own channel, or end its lease."""
-        state, stale = receipt.state, receipt.stale
-        receipt.state = State.SETTLED
-        if state is State.LEASED:
-            self._end_lease(receipt)
-        elif state is State.EXPIRED:
-            log.warning(
-                "a message from %r was settled after its visibility timeout expired; it "
-                "was already returned to the queue and may be processed again",
-                receipt.queue,
-            )
-        elif stale:
-            _log_stale(receipt)
-        else:
-            self._on_owner(receipt, lambda channel: channel.basic_ack(receipt.tag))
-
-    @staticmethod
-    def _on_owner(receipt: Receipt, operation: Callable[[Any], None]) -> None:
-        """Run `operation(channel)` on the channel the delivery came from."""
-        link = receipt.link
-
-        def action() -> None:
-            if not link.alive:
-                _log_stale(receipt)
-                return
-            link.consumers.held.pop(receipt.tag, None)
-            operation(link.channel)
-
-        link.submit(action)
-
-    def _renew_lease(self, receipt: Receipt, ttl_ms: int) -> None:
-        """New lease copy first, then drop the old: a crash between duplicates, never loses."""
-        old = receipt.lease_queue
-        receipt.lease_queue = self._links.run(
-            f"extend visibility in {receipt.queue!r}",
-            lambda link: ops.lease(
-                link.channel, receipt.queue, receipt.body, receipt.delivery_count, ttl_ms
-            ),
-        )
-        if self._delete_lease(receipt.queue, old) == 0:
-            self._finish(receipt)  # the message is already back in the queue
-            raise BrokerError(
-                f"visibility timeout of a message from {receipt.queue!r} expired before it "
-                "was extended; it is back in the queue and will be delivered again",
-                recoverable=False,
-            )
-
-    def _end_lease(self, receipt: Receipt) -> None:
-        self._count_lease(receipt.queue, -1)
-        if self._delete_lease(receipt.queue, receipt.lease_queue) == 0:
-            log.warning(
-                "a message from %r was settled after its visibility timeout expired; "
-                "it was already returned to the queue and may be processed again",
-                receipt.queue,
-            )
-
-    def _delete_lease(self, queue: str, lease_queue: str) -> int:
-        """Delete a lease queue; return how many copies it still held (0: expired)."""
-        result = self._links.run(
-            f"settle a message from {queue!r}", lambda link: link.channel.queue_delete(lease_queue)
-        )
-        return int(result.method.message_count)
-
-    def _count_lease(self, queue: str, change: int) -> None:
-        with self._leased_lock:
-            self._leased[queue] = self._leased.get(queue, 0) + change
+        self._settler.extend(delivery, seconds, topo.to_ttl_ms(seconds))
 
     # -- operations ---------------------------------------------------------------------
 
@@ -345,8 +219,7 @@ class RabbitMQBroker(Broker):
         declared = self._links.run(
             f"queue_stats({queue!r})", lambda link: link.channel.queue_declare(queue, passive=True)
         )
-        with self._leased_lock:
-            in_flight = self._leased.get(queue, 0)
+        in_flight = self._settler.leased(queue)
         for link in self._links.snapshot():
             in_flight += link.consumers.held_for(queue) + link.consumers.buffered_for(queue)
         return QueueStats(queue, ready=int(declared.method.message_count), in_flight=in_flight)
@@ -357,34 +230,3 @@ class RabbitMQBroker(Broker):
     def close(self) -> None:
         self._links.close_all()
         self._janitor.stop()
-
-
-def _log_stale(receipt: Receipt) -> None:
-    log.warning(
-        "a message from %r was settled after the connection it came on was lost; "
-        "RabbitMQ returned it to the queue and will deliver it again",
-        receipt.queue,
-    )
-
-
-def _receipt_of(delivery: Delivery) -> Receipt:
-    if not isinstance(delivery.receipt, Receipt):
-        raise BrokerError(
-            f"delivery from {delivery.queue!r} was not received from a RabbitMQ broker",
-            recoverable=False,
-        )
-    return delivery.receipt
-
-
-def _unsettled(delivery: Delivery) -> Receipt:
-    receipt = _receipt_of(delivery)
-    _check_unsettled(receipt)
-    return receipt
-
-
-def _check_unsettled(receipt: Receipt) -> None:
-    if receipt.state is State.SETTLED:
-        raise BrokerError(
-            f"a message from {receipt.queue!r} was already acked, nacked or dead-lettered",
-            recoverable=False,
-        )

@@ -14,6 +14,7 @@ It sleeps until the earliest thing due, so an idle broker costs one wake-up per
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +37,7 @@ class Janitor:
         self._service = service  # pumps and maintains a link (lock held); next due time
         self._idle_pump = idle_pump
         self._wakeup = threading.Event()
-        self._planned = 0.0
+        self._planned = math.inf  # while a round runs, every nudge wakes the next one
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -61,6 +62,7 @@ class Janitor:
     def _run(self) -> None:
         while not self._links.closed:
             self._wakeup.clear()
+            self._planned = math.inf
             try:
                 planned = self._round()
             except Exception:  # a bug: keep looking after the links regardless

@@ -35,8 +35,10 @@ class FinishedListener(threading.Thread):
         self._stopping = threading.Event()
         self.listening = threading.Event()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
 
     def run(self) -> None:
         while not self._stopping.is_set():

@@ -55,7 +55,12 @@ class TaskWaitTimeoutError(TimeoutError):
 def task_id(task: TaskRef) -> UUID:
     if isinstance(task, schemas.Task):
         return task.task_uuid
-    return task if isinstance(task, UUID) else UUID(str(task))
+    if isinstance(task, UUID):
+        return task
+    try:
+        return UUID(str(task))
+    except ValueError:
+        raise ValueError(f"{task!r} is not a task UUID") from None
 
 
 class TaskerClient:
@@ -100,6 +105,8 @@ class TaskerClient:
             ) from exc
         if response.status_code >= 400:
             raise _api_error(response)
+        if into is bytes:  # not JSON (e.g. /metrics)
+            return response.content  # type: ignore[return-value]
         return msgspec.json.decode(response.content, type=into)
 
     # Tasks ---------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_grace_seconds: float = 30.0
     # How often a worker announces itself (the orchestrator records it in tasker.workers).
     worker_heartbeat_seconds: float = 5.0
+    # host:port of the worker's own health endpoint (/health/live, /health/ready) for
+    # container probes; None = not served.
+    worker_health_bind: str | None = None
     # Compatibility layers the worker enables ("tasker-core": import tasker_core handlers).
     compat: tuple[str, ...] = ()
     # Messaging
@@ -97,6 +100,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError("backoff_jitter", "must be between 0.0 and 1.0")
         _require_positive(self, "api_max_wait_seconds")
         api_host_port(self.api_bind)
+        if self.worker_health_bind is not None:
+            host_port(self.worker_health_bind, setting="worker_health_bind")
 
     @property
     def client_api_url(self) -> str:
@@ -113,9 +118,14 @@ SECRET_SETTINGS = frozenset({"api_keys", "jwt_secret", "api_key", "api_token"})
 
 def api_host_port(bind: str) -> tuple[str, int]:
     """`host:port` of `api_bind`, checked."""
+    return host_port(bind, setting="api_bind")
+
+
+def host_port(bind: str, *, setting: str) -> tuple[str, int]:
+    """`host:port` of a bind setting, checked (an empty host means 127.0.0.1)."""
     host, _, port = bind.rpartition(":")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError("api_bind", f"expected host:port, got {bind!r}")
+        raise ConfigError(setting, f"expected host:port, got {bind!r}")
     return host or "127.0.0.1", int(port)
 
 

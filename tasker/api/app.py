@@ -58,4 +58,5 @@ def build_app(services: ApiServices) -> Litestar:
         on_startup=[lambda: services.waiter.start()],
         on_shutdown=[lambda: services.waiter.stop()],
         debug=False,
+        logging_config=None,  # the process configured logging (runtime.configure_logging)
     )

@@ -61,18 +61,20 @@ class Authenticator:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token:
             return self._by_token(token.strip())
-        raise NotAuthorizedException("send an API key (X-API-Key) or a bearer token", _CHALLENGE)
+        raise NotAuthorizedException(
+            "send an API key (X-API-Key) or a bearer token", headers=_CHALLENGE
+        )
 
     def _by_key(self, key: str) -> Principal:
         permissions = self._keys.get(_digest(key))
         if permissions is None:
             log.warning("rejected a request with an unknown API key")
-            raise NotAuthorizedException("unknown API key", _CHALLENGE)
+            raise NotAuthorizedException("unknown API key", headers=_CHALLENGE)
         return Principal(f"api-key:{_digest(key)[:8]}", permissions)
 
     def _by_token(self, token: str) -> Principal:
         if not self._jwt_key:
-            raise NotAuthorizedException("bearer tokens are not accepted here", _CHALLENGE)
+            raise NotAuthorizedException("bearer tokens are not accepted here", headers=_CHALLENGE)
         try:
             claims = jwt.decode(
                 token,
@@ -84,7 +86,9 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             log.warning("rejected a bearer token: %s", type(exc).__name__)
-            raise NotAuthorizedException(f"invalid bearer token: {exc}", _CHALLENGE) from exc
+            raise NotAuthorizedException(
+                f"invalid bearer token: {exc}", headers=_CHALLENGE
+            ) from exc
         return Principal(str(claims["sub"]), _claimed_permissions(claims))
 
 

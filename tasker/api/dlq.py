@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, patch
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from tasker.api import schemas
 from tasker.api.auth import requires
@@ -43,10 +43,10 @@ class DlqRoutes(Controller):
     def index(
         self,
         state: State,
-        status: DlqStatus | None = None,
-        reason: str | None = None,
-        page: int = Parameter(default=1, ge=1, le=1_000_000),
-        per_page: int = Parameter(default=25, ge=1, le=100),
+        status: FromQuery[DlqStatus | None] = None,
+        reason: FromQuery[str | None] = None,
+        page: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 1,
+        per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 25,
     ) -> schemas.DlqList:
         entries, total = _repository(state).list(
             status=status, reason=reason, page=page, per_page=per_page
@@ -71,7 +71,7 @@ class DlqRoutes(Controller):
         sync_to_thread=True,
         summary="The entries of one task",
     )
-    def for_task(self, task_uuid: UUID, state: State) -> list[schemas.DlqEntry]:
+    def for_task(self, task_uuid: FromPath[UUID], state: State) -> list[schemas.DlqEntry]:
         return [_entry(e) for e in _repository(state).for_task(task_uuid)]
 
     @get(
@@ -81,7 +81,7 @@ class DlqRoutes(Controller):
         sync_to_thread=True,
         summary="One entry, with its snapshot of the task",
     )
-    def show(self, entry_uuid: UUID, state: State) -> schemas.DlqEntry:
+    def show(self, entry_uuid: FromPath[UUID], state: State) -> schemas.DlqEntry:
         repository = _repository(state)
         with _entry_errors():
             return _entry(repository.get(entry_uuid))
@@ -95,8 +95,8 @@ class DlqRoutes(Controller):
     )
     def update(
         self,
-        entry_uuid: UUID,
-        data: schemas.DlqUpdate,
+        entry_uuid: FromPath[UUID],
+        data: JSONBody[schemas.DlqUpdate],
         state: State,
         request: Request[Any, Any, Any],
     ) -> schemas.DlqEntry:

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, get, patch
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from tasker.api import schemas, views
 from tasker.api.auth import requires
@@ -27,7 +28,7 @@ class StepRoutes(Controller):
         sync_to_thread=True,
         summary="A task's steps, in template order",
     )
-    def index(self, task_uuid: UUID, state: State) -> list[schemas.Step]:
+    def index(self, task_uuid: FromPath[UUID], state: State) -> list[schemas.Step]:
         return task_of(services(state), task_uuid).steps
 
     @get(
@@ -37,7 +38,9 @@ class StepRoutes(Controller):
         sync_to_thread=True,
         summary="One step",
     )
-    def show(self, task_uuid: UUID, step_uuid: UUID, state: State) -> schemas.Step:
+    def show(
+        self, task_uuid: FromPath[UUID], step_uuid: FromPath[UUID], state: State
+    ) -> schemas.Step:
         return step_of(services(state), task_uuid, step_uuid)
 
     @patch(
@@ -49,9 +52,9 @@ class StepRoutes(Controller):
     )
     def act(
         self,
-        task_uuid: UUID,
-        step_uuid: UUID,
-        data: schemas.StepUpdate,
+        task_uuid: FromPath[UUID],
+        step_uuid: FromPath[UUID],
+        data: JSONBody[schemas.StepUpdate],
         state: State,
         request: Request[Any, Any, Any],
     ) -> schemas.Step:
@@ -74,7 +77,9 @@ class StepRoutes(Controller):
         sync_to_thread=True,
         summary="A step's transitions and the operator actions on it",
     )
-    def step_audit(self, task_uuid: UUID, step_uuid: UUID, state: State) -> schemas.Audit:
+    def step_audit(
+        self, task_uuid: FromPath[UUID], step_uuid: FromPath[UUID], state: State
+    ) -> schemas.Audit:
         svc = services(state)
         step_of(svc, task_uuid, step_uuid)
         transitions = svc.repository.step_transitions(step_uuid)
@@ -87,7 +92,7 @@ class StepRoutes(Controller):
         sync_to_thread=True,
         summary="A task's transitions and every operator action on it",
     )
-    def task_audit(self, task_uuid: UUID, state: State) -> schemas.Audit:
+    def task_audit(self, task_uuid: FromPath[UUID], state: State) -> schemas.Audit:
         svc = services(state)
         task_of(svc, task_uuid)
         return _audit(svc, task_uuid, None, svc.repository.task_transitions(task_uuid))

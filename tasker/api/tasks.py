@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from opentelemetry.trace import SpanKind
 
 from tasker.actors.orchestrator import TaskCreationFailedError
@@ -37,7 +37,7 @@ class TaskRoutes(Controller):
         summary="Create a task from a registered template",
     )
     def create(
-        self, data: schemas.TaskCreate, state: State, request: Request[Any, Any, Any]
+        self, data: JSONBody[schemas.TaskCreate], state: State, request: Request[Any, Any, Any]
     ) -> schemas.Task:
         carrier = {key: value for key, value in request.headers.items()}
         with tracing.span(
@@ -55,11 +55,11 @@ class TaskRoutes(Controller):
     def index(
         self,
         state: State,
-        page: int = Parameter(default=1, ge=1, le=1_000_000),
-        per_page: int = Parameter(default=25, ge=1, le=100),
-        namespace: str | None = None,
-        status: schemas.TaskStatus | None = None,
-        name: str | None = None,
+        page: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 1,
+        per_page: Annotated[int, QueryParameter(ge=1, le=100)] = 25,
+        namespace: FromQuery[str | None] = None,
+        status: FromQuery[schemas.TaskStatus | None] = None,
+        name: FromQuery[str | None] = None,
     ) -> schemas.TaskList:
         found = services(state).reads.list_tasks(
             page=page, per_page=per_page, namespace=namespace, status=status, name=name
@@ -75,9 +75,9 @@ class TaskRoutes(Controller):
     )
     async def show(
         self,
-        task_uuid: UUID,
+        task_uuid: FromPath[UUID],
         state: State,
-        wait_seconds: float = Parameter(default=0.0, ge=0.0, le=300.0),
+        wait_seconds: Annotated[float, QueryParameter(ge=0.0, le=300.0)] = 0.0,
     ) -> schemas.Task:
         svc = services(state)
         wait = min(wait_seconds, svc.config.api_max_wait_seconds)
@@ -93,10 +93,10 @@ class TaskRoutes(Controller):
     )
     def cancel(
         self,
-        task_uuid: UUID,
+        task_uuid: FromPath[UUID],
         state: State,
         request: Request[Any, Any, Any],
-        reason: str = "cancelled through the API",
+        reason: FromQuery[str] = "cancelled through the API",
     ) -> schemas.Task:
         svc = services(state)
         operations = svc.operations()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get
 from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery
 
 from tasker.api import schemas
 from tasker.api.auth import requires
@@ -24,7 +25,7 @@ class TemplateRoutes(Controller):
         sync_to_thread=True,
         summary="Registered templates",
     )
-    def index(self, state: State, namespace: str | None = None) -> schemas.TemplateList:
+    def index(self, state: State, namespace: FromQuery[str | None] = None) -> schemas.TemplateList:
         found = services(state).reads.list_templates(namespace)
         return schemas.TemplateList(
             [
@@ -40,7 +41,9 @@ class TemplateRoutes(Controller):
         sync_to_thread=True,
         summary="One template, with its steps and their dependencies",
     )
-    def show(self, namespace: str, name: str, version: str, state: State) -> schemas.TemplateDetail:
+    def show(
+        self, namespace: FromPath[str], name: FromPath[str], version: FromPath[str], state: State
+    ) -> schemas.TemplateDetail:
         try:
             registered = services(state).repository.get_template(namespace, name, version)
         except TemplateNotFoundError as exc:

@@ -7,8 +7,10 @@ commands an operator runs.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from types import TracebackType
 
 import msgspec
@@ -29,6 +31,13 @@ def config_environment(config: Config) -> dict[str, str]:
         text = ",".join(value) if isinstance(value, tuple) else str(value)
         environment[ENV_PREFIX + name.upper()] = text
     return environment
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (on the loopback interface)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class LocalCluster:
@@ -58,11 +67,19 @@ class LocalCluster:
         """The parent's environment plus every setting of the cluster's config."""
         return {**os.environ, **config_environment(self.config), **self.extra_env}
 
+    @property
+    def api_url(self) -> str:
+        """The first orchestrator's API (each further one listens on a port of its own)."""
+        return self.config.client_api_url
+
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "tasker", "--log-level", self.log_level, *args]
 
     def start_orchestrator(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(self._command("orchestrator"), env=self.environment())
+        environment = self.environment()
+        if self.orchestrators:  # the first has config.api_bind; the others a free port
+            environment["TASKER_API_BIND"] = f"127.0.0.1:{free_port()}"
+        process = subprocess.Popen(self._command("orchestrator"), env=environment)
         self.orchestrators.append(process)
         return process
 
@@ -79,7 +96,26 @@ class LocalCluster:
             self.start_orchestrator()
         for _ in range(self.worker_count):
             self.start_worker()
+        if self.orchestrators and self.config.api_enabled:
+            self.wait_for_api()
         return self
+
+    def wait_for_api(self, timeout: float = 60.0) -> None:
+        """Return once the first orchestrator's API is ready (startup only)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.orchestrators[0].poll() is not None:
+                code = self.orchestrators[0].returncode
+                raise RuntimeError(f"the orchestrator exited ({code}) before its API was ready")
+            try:
+                if httpx.get(f"{self.api_url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the API at {self.api_url} was not ready within {timeout:.0f}s")
 
     @property
     def processes(self) -> list[subprocess.Popen[bytes]]:

@@ -8,14 +8,10 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
-from tasker.cli import render
-from tasker.config import Config, load_config
+from tasker.config import Config, load_config, redacted
 from tasker.messaging.backends import broker_from_config
-from tasker.runtime import configure_logging
-from tasker.state.admission import TaskRejectedError
-from tasker.state.errors import StateError
+from tasker.runtime import configure_logging, configure_telemetry
 from tasker.state.templates import (
     TaskTemplate,
     TemplateError,
@@ -77,17 +73,17 @@ def register_templates(config: Config, templates: list[TaskTemplate]) -> None:
 
 
 def orchestrator(args: argparse.Namespace) -> int:
-    from tasker.actors.orchestrator import run_orchestrator
+    from tasker.api.process import run_orchestrator_with_api
     from tasker.state.db import Database
 
     config = config_from(args)
-    configure_logging(config, role="orchestrator")
+    configure_telemetry(config, role="orchestrator")
     if config.template_path:
         register_templates(config, load_template_directory(config.template_path, env=config.env))
     database = Database(config.database_url, max_size=config.database_pool_size)
     broker = broker_from_config(config)
     try:
-        return run_orchestrator(config, broker, database)
+        return run_orchestrator_with_api(config, broker, database)
     finally:
         broker.close()
         database.close()
@@ -103,7 +99,7 @@ def worker(args: argparse.Namespace) -> int:
         "compat": _split(args.compat),
     }
     config = config_from(args, **extra)
-    configure_logging(config, role="worker")
+    configure_telemetry(config, role="worker")
     broker = broker_from_config(config)
     try:
         return run_worker(config, broker)
@@ -111,73 +107,8 @@ def worker(args: argparse.Namespace) -> int:
         broker.close()
 
 
-def worker_list(args: argparse.Namespace) -> int:
-    import psycopg
-
-    from tasker.state.db import Database
-    from tasker.state.repository import StateRepository
-
-    database = Database(config_from(args).database_url, max_size=1)
-    try:
-        workers = StateRepository(database).list_workers()
-    except psycopg.errors.UndefinedTable as exc:
-        raise CommandError("no worker registry in this database; run 'tasker db migrate'") from exc
-    finally:
-        database.close()
-    print(render.workers(workers, args.output))
-    return 0
-
-
 def _split(value: str | None) -> list[str] | None:
     return [item.strip() for item in value.split(",") if item.strip()] if value else None
-
-
-def task_create(args: argparse.Namespace) -> int:
-    from tasker.client import TaskerClient
-
-    context = _parse_context(args.context)
-    client = TaskerClient(config_from(args))
-    try:
-        task_uuid = client.create_task(args.namespace, args.name, args.version, context)
-        if not args.wait:
-            print(json.dumps({"task_uuid": str(task_uuid)}) if args.output == "json" else task_uuid)
-            return 0
-        progress = None if args.output == "json" else render.progress_printer(sys.stderr)
-        view = client.wait(task_uuid, timeout=args.timeout, on_progress=progress)
-    except (StateError, TaskRejectedError, TimeoutError) as exc:
-        raise CommandError(str(exc)) from exc
-    finally:
-        client.close()
-    print(render.task(view, args.output))
-    return 0 if view.status == "complete" else 1
-
-
-def _parse_context(text: str) -> dict[str, Any]:
-    try:
-        context = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"--context is not valid JSON: {exc}") from exc
-    if not isinstance(context, dict):
-        raise CommandError("--context must be a JSON object, e.g. '{\"even_number\": 2}'")
-    return context
-
-
-def task_get(args: argparse.Namespace) -> int:
-    from tasker.client import TaskerClient
-
-    try:
-        task_uuid = UUID(args.task_uuid)
-    except ValueError as exc:
-        raise CommandError(f"{args.task_uuid!r} is not a task UUID") from exc
-    client = TaskerClient(config_from(args))
-    try:
-        view = client.get_task(task_uuid)
-    except StateError as exc:
-        raise CommandError(str(exc)) from exc
-    finally:
-        client.close()
-    print(render.task(view, args.output))
-    return 0
 
 
 def template_validate(args: argparse.Namespace) -> int:
@@ -209,6 +140,27 @@ def _load(path: Path, *, env: str | None) -> list[TaskTemplate]:
     if path.is_dir():
         return load_template_directory(path, env=env)
     return [load_template_file(path, env=env)]
+
+
+def config_show(args: argparse.Namespace) -> int:
+    """The settings in force (file, TASKER_* variables, flags), secrets masked."""
+    shown = redacted(config_from(args))
+    if args.output == "json":
+        print(json.dumps(shown, indent=2))
+    else:
+        print("\n".join(f"{name} = {json.dumps(value)}" for name, value in shown.items()))
+    return 0
+
+
+def config_validate(args: argparse.Namespace) -> int:
+    """Exit 0 if the settings are valid (a ConfigError names the bad one otherwise)."""
+    config = config_from(args)
+    if config.auth_enabled:
+        from tasker.api.auth import Authenticator
+
+        Authenticator(config)  # checks keys and JWT settings
+    print(f"ok  configuration valid (broker {config.broker}, API {config.client_api_url})")
+    return 0
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tasker.cli import render
-from tasker.cli.cluster import LocalCluster
+from tasker.cli.cluster import LocalCluster, free_port
 from tasker.cli.commands import CommandError, prepare_database, register_templates
 from tasker.config import Config, with_overrides
 from tasker.examples import TEMPLATE_DIRECTORY
@@ -36,7 +36,14 @@ def run_demo(workflows: list[str], config: Config) -> int:
     if unknown:
         raise CommandError(f"unknown example(s) {unknown}; choose from {sorted(EXAMPLES)}")
     with _database(config) as url:
-        config = with_overrides(config, database_url=url, poll_interval_seconds=0.5)
+        config = with_overrides(
+            config,
+            database_url=url,
+            poll_interval_seconds=0.5,
+            api_bind=f"127.0.0.1:{free_port()}",
+            api_url=None,
+            auth_enabled=False,
+        )
         print(f"database: {_redacted(url)}; broker: {config.broker}", flush=True)
         prepare_database(config)
         register_templates(config, load_template_directory(TEMPLATE_DIRECTORY))
@@ -46,7 +53,8 @@ def run_demo(workflows: list[str], config: Config) -> int:
         with cluster:
             pids = ", ".join(str(p.pid) for p in cluster.processes)
             print(f"started an orchestrator and a worker (pids {pids})", flush=True)
-            code = _submit_all(workflows, config)
+            print(f"API: {cluster.api_url} (try: tasker --url {cluster.api_url} health)")
+            code = _submit_all(workflows, cluster.api_url)
         codes = sorted(cluster.exit_codes.values())
         print(f"processes stopped: exit codes {codes}", flush=True)
         return code or int(any(codes))
@@ -73,10 +81,10 @@ def _redacted(url: str) -> str:
     return url.split("@", 1)[-1] if "@" in url else url
 
 
-def _submit_all(workflows: list[str], config: Config) -> int:
+def _submit_all(workflows: list[str], api_url: str) -> int:
     from tasker.client import TaskerClient
 
-    client = TaskerClient(config)
+    client = TaskerClient(api_url)
     failures = 0
     try:
         for workflow in workflows:
@@ -87,7 +95,7 @@ def _submit_all(workflows: list[str], config: Config) -> int:
             view = client.wait(
                 task_uuid, timeout=60, on_progress=render.progress_printer(sys.stdout)
             )
-            print(render.task(view, "table"))
+            print(render.task(view, "table", dag=True))
             print(f"({(time.perf_counter() - started) * 1000:.0f} ms end to end)")
             failures += view.status != "complete"
     finally:

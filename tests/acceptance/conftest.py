@@ -1,7 +1,8 @@
 """Acceptance fixtures: a real cluster (orchestrator + worker processes) per broker.
 
 Each cluster gets a fresh database, and on RabbitMQ a fresh virtual host, so runs never
-see each other's messages.
+see each other's messages; its orchestrator serves the API on a free port, which the
+cluster's client (HTTP, like any application's) talks to.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tasker.cli.cluster import LocalCluster
+from tasker.cli.cluster import LocalCluster, free_port
 from tasker.cli.commands import prepare_database, register_templates
 from tasker.client import TaskerClient
 from tasker.config import Config, load_config
@@ -36,6 +37,7 @@ def cluster_config(
         "broker": broker,
         "poll_interval_seconds": 0.5,
         "visibility_timeout_seconds": 10,
+        "api_bind": f"127.0.0.1:{free_port()}",
         **settings,
     }
     if broker == "rabbitmq":
@@ -59,7 +61,7 @@ def example_cluster(
 ) -> Iterator[RunningCluster]:
     config = cluster_config(request, request.param, make_database)
     cluster = LocalCluster(config, namespaces="examples", handler_modules=EXAMPLE_HANDLERS)
-    client = TaskerClient(config)
+    client = TaskerClient(cluster.api_url)
     with cluster:
         yield RunningCluster(cluster, client)
     client.close()

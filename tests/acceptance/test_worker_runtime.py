@@ -19,10 +19,13 @@ from uuid import UUID
 
 import pytest
 
+from tasker.api.schemas import Task
 from tasker.cli.cluster import LocalCluster
 from tasker.cli.commands import register_templates
 from tasker.client import TaskerClient
-from tasker.state.records import TaskView, WorkerRecord
+from tasker.state.db import Database
+from tasker.state.records import WorkerRecord
+from tasker.state.repository import StateRepository
 from tasker.state.templates import load_template_directory
 from tests.acceptance.conftest import BROKERS, cluster_config
 from tests.acceptance.handlers_worker_runtime import SIDE_EFFECTS_ENV, read_events
@@ -35,11 +38,19 @@ T = TypeVar("T")
 
 
 class Harness:
-    """A running cluster, a client, and the handlers' side-effect logs."""
+    """A running cluster, its API client, its state (read directly), and the handlers'
+    side-effect logs."""
 
-    def __init__(self, cluster: LocalCluster, client: TaskerClient, side_effects: Path) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        client: TaskerClient,
+        repository: StateRepository,
+        side_effects: Path,
+    ) -> None:
         self.cluster = cluster
         self.client = client
+        self.repository = repository
         self.side_effects = side_effects
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -49,12 +60,12 @@ class Harness:
     def create(self, name: str, context: dict[str, Any] | None = None) -> UUID:
         return self.client.create_task(NS, name, "1.0.0", context or {})
 
-    def wait_all(self, tasks: list[UUID], timeout: float = 60.0) -> list[TaskView]:
+    def wait_all(self, tasks: list[UUID], timeout: float = 60.0) -> list[Task]:
         deadline = time.monotonic() + timeout
         return [self.client.wait(task, timeout=deadline - time.monotonic()) for task in tasks]
 
     def workers(self) -> dict[int, WorkerRecord]:
-        return {worker.pid: worker for worker in self.client.repository.list_workers()}
+        return {worker.pid: worker for worker in self.repository.list_workers()}
 
     def wait_for_workers(self, count: int) -> dict[int, WorkerRecord]:
         """Wait until `count` of this cluster's worker processes registered as alive."""
@@ -93,7 +104,8 @@ def running_cluster(
     config = cluster_config(request, broker, make_database, **settings)
     register_templates(config, load_template_directory(TEMPLATES))
     environment = {
-        "PYTHONPATH": str(ROOT),  # the workers import the handlers from `tests`
+        # The workers import the handlers from `tests`.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         SIDE_EFFECTS_ENV: str(side_effects),
         "TASKER_CONCURRENCY": str(concurrency),
         "TASKER_WORKER_HEARTBEAT_SECONDS": "0.5",
@@ -105,12 +117,14 @@ def running_cluster(
         workers=workers,
         extra_env=environment,
     )
-    client = TaskerClient(config)
+    client = TaskerClient(cluster.api_url)
+    database = Database(config.database_url, max_size=2)
     try:
         with cluster:
-            yield Harness(cluster, client, side_effects)
+            yield Harness(cluster, client, StateRepository(database), side_effects)
     finally:
         client.close()
+        database.close()
 
 
 def exit_codes_of(harness: Harness, processes: list[Any]) -> list[int]:
@@ -168,8 +182,11 @@ def test_a_step_of_a_killed_worker_is_redelivered_and_completes_elsewhere(
     assert step.results == {"pid": survivor}
     assert [event["pid"] for event in starts] == [victim, survivor]
     assert [event["pid"] for event in finishes] == [survivor]
-    # Hidden until the visibility timeout lapsed (minus at most one heartbeat period).
-    assert starts[1]["at"] - killed_at >= visibility * 2 / 3 - 0.2
+    if broker == "pgmq":
+        # Hidden until the lease lapsed: the visibility timeout, less at most the one
+        # heartbeat period since it was last extended. (RabbitMQ requeues a dead
+        # connection's deliveries at once, which is sooner still.)
+        assert starts[1]["at"] - killed_at >= visibility * 2 / 3 - 0.2
     assert harness.cluster.exit_codes[victim] == -signal.SIGKILL
     assert harness.cluster.exit_codes[survivor] == 0
 
@@ -212,7 +229,7 @@ def test_a_handler_past_its_timeout_fails_retryably_and_the_retry_completes(
 
         view = harness.client.wait(task, timeout=30)
         (step,) = view.steps
-        history = harness.client.repository.step_transitions(step.step_uuid)
+        history = harness.repository.step_transitions(step.step_uuid)
 
     assert view.status == "complete"
     assert step.attempts == 2 and step.results == {"attempt": 2}

@@ -36,7 +36,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -71,6 +70,23 @@ SATISFYING = frozenset({"complete", "resolved_manually"})
 # Jitter only shortens a delay, to no less than (1 - JITTER) of it.
 JITTER = 0.1
 NOW_TOLERANCE = timedelta(seconds=2)
+ACTIONS = [
+    "apply_result",
+    "claim",
+    "apply_result",
+    "start",
+    "claim",
+    "apply_result",
+    "redeliver",
+    "stray_result",
+    "stale_transition",
+    "time_passes",
+    "resolve",
+    "finalize",
+]
+FALLBACK = ["apply_result", "claim", "time_passes", "finalize"]
+# Mostly successes, so that large workflows get far before a failure stops them.
+OUTCOMES = ["success", "retryable", "success", "permanent", "success", "retryable"]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +170,7 @@ class Model:
         if success:
             step.state = "complete"
             step.results = {"by": step.name, "attempt": step.attempts}
-        elif retryable_error and step.retryable and step.attempts <= step.max_attempts:
+        elif retryable_error and step.retryable and step.attempts < step.max_attempts:
             step.state = "waiting_for_retry"
             step.due = delay_ms == 0
         else:
@@ -214,7 +230,7 @@ def expected_delay_ms(step: ModelStep, retry_after_seconds: int | None) -> int:
         for _ in range(attempt - 1):
             previous, current = current, previous + current
         return min(base * current, cap)
-    return min(base * 2 ** (attempt - 1), cap)
+    return min(base * (1 << (attempt - 1)), cap)
 
 
 @st.composite
@@ -281,18 +297,31 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
 
     # Operations ----------------------------------------------------------------------------
 
-    @rule(data=st.data())
+    # One rule picks the operation: hypothesis favours the first choices of a sampled_from,
+    # so the pipeline's own operations come first and weigh most; when the one drawn does
+    # not apply (nothing in flight, nothing ready), the next one that does is taken.
+
+    @rule(data=st.data(), action=st.sampled_from(ACTIONS))
+    def act(self, data: st.DataObject, action: str) -> None:
+        applicable = {
+            "apply_result": bool(self.model.in_flight()),
+            "claim": bool(self.model.ready()),
+            "start": bool(self.model.indices("enqueued")),
+            "redeliver": bool(self.applied),
+        }
+        order = [action, *FALLBACK]
+        action = next(a for a in order if applicable.get(a, True))
+        getattr(self, action)(data)
+
     def claim(self, data: st.DataObject) -> None:
         # Given any set of steps (ready or not, or exactly the ready ones)
         everything = range(len(self.model.steps))
-        requested = data.draw(
-            st.one_of(
-                st.just(self.model.ready()),
-                st.sets(st.sampled_from(everything)),
-                st.just(set(everything)),
-            ),
-            label="requested",
-        )
+        mode = data.draw(st.sampled_from(["ready", "ready", "any", "all"]), label="mode")
+        requested = {
+            "ready": lambda: self.model.ready(),
+            "any": lambda: data.draw(st.sets(st.sampled_from(everything)), label="requested"),
+            "all": lambda: set(everything),
+        }[mode]()
         expected = self.model.ready() & requested
         # When they are claimed
         with self.database.transaction() as unit:
@@ -305,7 +334,7 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
             index = self.by_uuid[step.step_uuid]
             model_step = self.model.steps[index]
             assert self.model.parents_satisfied(index)
-            assert step.attempt == model_step.attempts <= model_step.max_attempts
+            assert step.attempt == step.fence == model_step.attempts <= model_step.max_attempts
             assert step.dependency_results == self.model.dependency_results(index)
         if claimed:
             self.assert_parents_satisfied_in_database([c.step_uuid for c in claimed])
@@ -321,8 +350,6 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
             )
         assert unsatisfied == []
 
-    @precondition(lambda self: self.model.indices("enqueued"))
-    @rule(data=st.data())
     def start(self, data: st.DataObject) -> None:
         index = data.draw(st.sampled_from(self.model.indices("enqueued")), label="step")
         with self.database.transaction() as unit:
@@ -336,16 +363,10 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
         assert previous == StepState.ENQUEUED
         self.model.steps[index].state = "in_progress"
 
-    @precondition(lambda self: self.model.in_flight())
-    @rule(
-        data=st.data(),
-        outcome=st.sampled_from(["success", "retryable", "permanent"]),
-        retryable_key=st.sampled_from([True, None]),
-        retry_after=st.sampled_from([None, None, 0, 5, 120]),
-    )
-    def apply_result(
-        self, data: st.DataObject, outcome: str, retryable_key: bool | None, retry_after: int | None
-    ) -> None:
+    def apply_result(self, data: st.DataObject) -> None:
+        outcome = data.draw(st.sampled_from(OUTCOMES), label="outcome")
+        retryable_key = data.draw(st.sampled_from([True, None]), label="retryable_key")
+        retry_after = data.draw(st.sampled_from([None, None, 0, 5, 120]), label="retry_after")
         index = data.draw(st.sampled_from(self.model.in_flight()), label="step")
         step = self.model.steps[index]
         error: dict[str, Any] | None = None
@@ -401,17 +422,13 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
                 worker_id="w1",
             )
 
-    @precondition(lambda self: self.applied)
-    @rule(data=st.data())
-    def redeliver_applied_result(self, data: st.DataObject) -> None:
+    def redeliver(self, data: st.DataObject) -> None:
         # Given a result that was already applied (its attempt may since have been retried)
         old = data.draw(st.sampled_from(self.applied), label="redelivered")
         self.assert_no_op(old.index, old.attempt, old.success, old.error)
 
-    @rule(data=st.data(), success=st.booleans())
-    def deliver_result_for_an_attempt_not_in_flight(
-        self, data: st.DataObject, success: bool
-    ) -> None:
+    def stray_result(self, data: st.DataObject) -> None:
+        success = data.draw(st.booleans(), label="success")
         index = data.draw(st.integers(0, len(self.model.steps) - 1), label="step")
         step = self.model.steps[index]
         attempt = data.draw(st.integers(0, 5), label="attempt")
@@ -436,8 +453,7 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
         assert self.task_uuid is not None
         return task_snapshot(self.database, self.task_uuid)
 
-    @rule(data=st.data())
-    def stale_transition_is_refused(self, data: st.DataObject) -> None:
+    def stale_transition(self, data: st.DataObject) -> None:
         candidates = [i for i, s in enumerate(self.model.steps) if s.state != "enqueued"]
         if not candidates:
             return
@@ -451,11 +467,7 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
             )
         assert caught.value.actual == self.model.steps[index].state
 
-    @precondition(
-        lambda self: any(s.state == "waiting_for_retry" and not s.due for s in self.model.steps)
-    )
-    @rule()
-    def time_passes(self) -> None:
+    def time_passes(self, data: st.DataObject | None = None) -> None:
         # Every waiting retry falls due (its backoff has elapsed)
         with self.database.transaction() as unit:
             unit.execute_sql(
@@ -467,11 +479,10 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
         for step in self.model.steps:
             step.due = True
 
-    @rule(data=st.data(), really=st.integers(0, 3))
-    def resolve_manually(self, data: st.DataObject, really: int) -> None:
-        # An operator's action: rarer than the pipeline's own operations
+    def resolve(self, data: st.DataObject) -> None:
+        # An operator's action, from any state but the terminal ones
         movable = self.model.indices("pending", "waiting_for_retry", "error", *IN_FLIGHT)
-        if really or not movable:
+        if not movable:
             return
         index = data.draw(st.sampled_from(movable), label="step")
         with self.database.transaction() as unit:
@@ -481,8 +492,7 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
         assert previous == self.model.steps[index].state
         self.model.steps[index].state = "resolved_manually"
 
-    @rule()
-    def finalize(self) -> None:
+    def finalize(self, data: st.DataObject | None = None) -> None:
         assert self.task_uuid is not None
         with self.database.transaction() as unit:
             result = self.repository.finalize_task(unit, self.task_uuid)
@@ -501,17 +511,28 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
             return
         with self.database.transaction() as unit:
             steps = unit.execute_sql(
-                "SELECT name, state, attempts, max_attempts FROM tasker.workflow_steps"
-                " WHERE task_uuid = %s",
+                "SELECT name, state, attempts, max_attempts, step_uuid, transition_seq"
+                "  FROM tasker.workflow_steps WHERE task_uuid = %s",
                 (self.task_uuid,),
             )
             ready = {row[0] for row in unit.execute_sql(READY_STEPS_SQL, (self.task_uuid,))}
             task = unit.execute_sql(
                 "SELECT status, total_steps, pending_steps, in_flight_steps, retrying_steps,"
-                "       done_steps, failed_steps, cancelled_steps"
+                "       done_steps, failed_steps, cancelled_steps, transition_seq"
                 "  FROM tasker.tasks WHERE task_uuid = %s",
                 (self.task_uuid,),
             )[0]
+            task_history = unit.execute_sql(
+                "SELECT from_state, to_state, sort_key, most_recent FROM tasker.task_transitions"
+                " WHERE task_uuid = %s ORDER BY sort_key",
+                (self.task_uuid,),
+            )
+            step_history = unit.execute_sql(
+                "SELECT step_uuid, from_state, to_state, sort_key, most_recent"
+                "  FROM tasker.workflow_step_transitions WHERE task_uuid = %s"
+                " ORDER BY step_uuid, sort_key",
+                (self.task_uuid,),
+            )
         model = self.model
         # Step states and attempts; attempts never exceed max_attempts
         assert {row[0]: (row[1], row[2]) for row in steps} == {
@@ -522,7 +543,7 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
         assert ready == {model.steps[i].name for i in model.ready()}
         # The trigger-kept counters
         states = [s.state for s in model.steps]
-        assert task[1:] == (
+        assert task[1:8] == (
             len(states),
             states.count("pending"),
             sum(s in IN_FLIGHT for s in states),
@@ -535,35 +556,24 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
             assert task[0] not in {"complete", "error", "cancelled", "resolved_manually"}
         else:
             assert task[0] == model.finished
-
-    @invariant()
-    def histories_hold_only_allowed_transitions(self) -> None:
-        if self.task_uuid is None:
-            return
-        with self.database.transaction() as unit:
-            task_rows = unit.execute_sql(
-                "SELECT from_state, to_state, sort_key, most_recent FROM tasker.task_transitions"
-                " WHERE task_uuid = %s ORDER BY sort_key",
-                (self.task_uuid,),
-            )
-            step_rows = unit.execute_sql(
-                "SELECT step_uuid, from_state, to_state, sort_key, most_recent"
-                "  FROM tasker.workflow_step_transitions WHERE task_uuid = %s"
-                " ORDER BY step_uuid, sort_key",
-                (self.task_uuid,),
-            )
+        # Histories: chains of allowed transitions, ending at the current state
         check_history(
-            [(r[0], r[1], r[2], r[3]) for r in task_rows],
+            task_history,
             first=(None, 0),
+            last=(task[0], task[8]),
             allowed=lambda a, b: TaskState(b) in TASK_TRANSITIONS[TaskState(a)],
         )
-        per_step: dict[UUID, list[tuple[str | None, str, int, bool]]] = {}
-        for row in step_rows:
-            per_step.setdefault(row[0], []).append((row[1], row[2], row[3], row[4]))
-        for history in per_step.values():
+        per_step: dict[UUID, list[tuple[Any, ...]]] = {row[4]: [] for row in steps}
+        for row in step_history:
+            per_step[row[0]].append(row[1:])
+        for _, state, _, _, step_uuid, seq in steps:
+            if seq == 0:
+                assert per_step[step_uuid] == []
+                continue
             check_history(
-                history,
+                per_step[step_uuid],
                 first=("pending", 1),
+                last=(state, seq),
                 allowed=lambda a, b: StepState(b) in STEP_TRANSITIONS[StepState(a)],
             )
 
@@ -591,18 +601,20 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
         self.finalize()
         assert self.model.finished == expected
         self.database_agrees_with_model()
-        self.histories_hold_only_allowed_transitions()
 
 
 def check_history(
-    rows: list[tuple[str | None, str, int, bool]],
+    rows: list[tuple[Any, ...]],
     *,
     first: tuple[str | None, int],
+    last: tuple[str, int],
     allowed: Callable[[str, str], bool],
 ) -> None:
-    """A chain from `first`, contiguous sort keys, only allowed moves, one most_recent."""
+    """(from, to, sort_key, most_recent) rows: a chain from `first` to `last` (state and
+    sequence number) with contiguous sort keys, only allowed moves, one most_recent row."""
     assert rows, "no history"
     assert (rows[0][0], rows[0][2]) == first
+    assert (rows[-1][1], rows[-1][2]) == last
     assert [r[2] for r in rows] == list(range(first[1], first[1] + len(rows)))
     assert [r[3] for r in rows] == [False] * (len(rows) - 1) + [True]
     for previous, current in itertools.pairwise(rows):

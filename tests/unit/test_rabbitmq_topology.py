@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 
+import pika
 import pika.exceptions as px
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tasker.messaging.broker import BrokerError
-from tasker.messaging.rabbitmq_connection import classify
+from tasker.messaging.rabbitmq_connection import classify, describe
 from tasker.messaging.rabbitmq_topology import (
+    DELIVERY_COUNT_HEADER,
+    MAIN_QUEUE_ARGUMENTS,
+    QUORUM_DELIVERY_COUNT_HEADER,
     delay_bucket_ms,
     message_properties,
     previous_deliveries,
@@ -51,7 +55,37 @@ def test_invalid_delays_are_refused(seconds: float) -> None:
 
 def test_delivery_count_travels_in_a_header() -> None:
     assert previous_deliveries(message_properties(3)) == 3
+    assert previous_deliveries(message_properties(0)) == 0
     assert previous_deliveries(None) == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "previous"),
+    [
+        ({QUORUM_DELIVERY_COUNT_HEADER: 2}, 2),  # requeued twice by the quorum queue
+        ({DELIVERY_COUNT_HEADER: 3, QUORUM_DELIVERY_COUNT_HEADER: 1}, 4),  # both add up
+        ({DELIVERY_COUNT_HEADER: 3}, 3),  # a republished copy, not redelivered since
+        ({QUORUM_DELIVERY_COUNT_HEADER: 0}, 0),
+        ({DELIVERY_COUNT_HEADER: -1, QUORUM_DELIVERY_COUNT_HEADER: "x"}, 0),  # garbage
+        ({DELIVERY_COUNT_HEADER: True}, 0),
+    ],
+)
+def test_previous_deliveries_add_our_header_and_the_quorum_count(
+    headers: dict[str, object], previous: int
+) -> None:
+    assert previous_deliveries(pika.BasicProperties(headers=headers)) == previous
+
+
+def test_main_and_dead_letter_queues_are_quorum_queues() -> None:
+    assert MAIN_QUEUE_ARGUMENTS == {"x-queue-type": "quorum"}
+
+
+def test_an_old_classic_queue_gets_an_upgrade_hint() -> None:
+    error = px.ChannelClosedByBroker(
+        406, "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q'"
+    )
+    assert classify(error) is False
+    assert "old classic layout" in describe(error)
 
 
 @pytest.mark.parametrize(

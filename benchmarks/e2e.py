@@ -1,0 +1,232 @@
+"""The engine benchmark: real processes, event-driven completion, floors in the same run.
+
+    python -m benchmarks.e2e --broker both
+
+For each broker: the floors (a one-hop broker latency, messages/s, a bare step
+transaction), task creation latency (API call to response), end-to-end latency of four
+workflow shapes over sequential runs, sustained throughput, and memory. Completion is
+detected by LISTEN on the engine's `tasker_task_finished` notices, never by sleeping.
+Results go to benchmarks/results/e2e.json and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from benchmarks import floors
+from benchmarks.stats import markdown_table, percentiles
+from tasker.cli.cluster import LocalCluster
+from tasker.cli.commands import prepare_database, register_templates
+from tasker.config import Config, load_config
+from tasker.state.templates import load_template_directory
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "e2e.json"
+TEMPLATES = ROOT / "benchmarks" / "e2e_templates"
+SHAPES = {"linear": ("bench_linear", 4), "diamond": ("bench_diamond", 3),
+          "mixed": ("bench_mixed", 4), "tree": ("bench_tree", 4)}  # fmt: skip
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class Bench:
+    def __init__(self, config: Config, workers: int, concurrency: int) -> None:
+        self.config = config
+        self.cluster = LocalCluster(
+            config, namespaces="bench", handler_modules="benchmarks.handlers_noop",
+            workers=workers, log_level="ERROR",
+            extra_env={"TASKER_CONCURRENCY": str(concurrency)},
+        )  # fmt: skip
+        self.http = httpx.Client(timeout=30)
+        self.listener = psycopg.connect(config.database_url, autocommit=True)
+        self.listener.execute("LISTEN tasker_task_finished")
+
+    def create(self, template: str) -> tuple[str, float]:
+        started = time.perf_counter()
+        response = self.http.post(
+            f"{self.cluster.api_url}/v1/tasks",
+            json={"namespace": "bench", "name": template, "version": "1.0.0", "context": {}},
+        )
+        elapsed = (time.perf_counter() - started) * 1000
+        response.raise_for_status()
+        return str(response.json()["task_uuid"]), elapsed
+
+    def wait_finished(self, task_ids: set[str], timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(task_ids)
+        while pending and time.monotonic() < deadline:
+            for notice in self.listener.notifies(timeout=1.0, stop_after=len(pending)):
+                pending.discard(notice.payload.split(":")[0])
+        if pending:
+            raise TimeoutError(f"{len(pending)} task(s) did not finish")
+
+    def latency(
+        self, template: str, runs: int, warmup: int = 20
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        creation, end_to_end = [], []
+        for index in range(warmup + runs):
+            started = time.perf_counter()
+            task_uuid, created_ms = self.create(template)
+            self.wait_finished({task_uuid})
+            if index >= warmup:
+                creation.append(created_ms)
+                end_to_end.append((time.perf_counter() - started) * 1000)
+        return percentiles(creation), percentiles(end_to_end)
+
+    def throughput(self, template: str, tasks: int, steps_per_task: int) -> dict[str, float]:
+        started = time.perf_counter()
+        task_ids = {self.create(template)[0] for _ in range(tasks)}
+        self.wait_finished(task_ids)
+        seconds = time.perf_counter() - started
+        with psycopg.connect(self.config.database_url) as connection:
+            rows = connection.execute(
+                "SELECT extract(epoch FROM completed_at - created_at) * 1000 FROM tasker.tasks "
+                "WHERE task_uuid = ANY(%s::uuid[])", (list(task_ids),),
+            ).fetchall()  # fmt: skip
+        latency = percentiles([float(row[0]) for row in rows])
+        return {"tasks_per_s": round(tasks / seconds, 1),
+                "steps_per_s": round(tasks * steps_per_task / seconds, 1),
+                "p50_ms": latency["p50"], "p99_ms": latency["p99"], "tasks": tasks}  # fmt: skip
+
+    def close(self) -> None:
+        self.http.close()
+        self.listener.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def memory(config: Config, in_flight: int) -> dict[str, float]:
+    """Orchestrator RSS with `in_flight` tasks waiting (no workers), and an idle worker."""
+    cluster = LocalCluster(config, namespaces="bench", handler_modules="benchmarks.handlers_noop",
+                           workers=0, log_level="ERROR")  # fmt: skip
+    with cluster, httpx.Client(timeout=30) as http:
+        body = {"namespace": "bench", "name": "bench_linear", "context": {}}
+        for _ in range(in_flight):
+            http.post(f"{cluster.api_url}/v1/tasks", json=body)
+        time.sleep(3)
+        orchestrator = rss_mb(cluster.orchestrators[0].pid)
+        worker = cluster.start_worker()
+        time.sleep(4)
+        idle_worker = rss_mb(worker.pid)
+        return {"orchestrator_rss_mb": orchestrator, "in_flight_tasks": in_flight,
+                "worker_rss_mb_at_start": idle_worker}  # fmt: skip
+
+
+def fresh_config(broker: str, **settings: Any) -> Config:
+    name = f"tasker_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    overrides: dict[str, Any] = {"database_url": ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+                                 "broker": broker, **settings}  # fmt: skip
+    if broker == "rabbitmq":
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, timeout=60)
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*",
+                        ".*"], check=True, timeout=60)  # fmt: skip
+        overrides["rabbitmq_url"] = f"amqp://guest:guest@127.0.0.1:5672/{name}"
+    config = load_config(overrides=overrides, environ={})
+    prepare_database(config)
+    register_templates(config, load_template_directory(TEMPLATES))
+    return config
+
+
+def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
+    config = fresh_config(broker, poll_interval_seconds=1.0, api_bind="127.0.0.1:18080")
+    result: dict[str, Any] = {
+        "floor_hop_ms": floors.hop_latency(config),
+        "floor_messages_per_s": floors.message_rate(config),
+        "floor_step_transaction_ms": floors.step_transaction(config.database_url),
+    }
+    bench = Bench(config, workers=args.workers, concurrency=args.concurrency)
+    with bench.cluster:
+        for shape, (template, _) in SHAPES.items():
+            creation, latency = bench.latency(template, args.runs)
+            result[f"e2e_{shape}_ms"] = latency
+            result.setdefault("creation_ms", creation)
+        result["throughput"] = bench.throughput("bench_linear", args.throughput_tasks, 4)
+    bench.close()
+    result["memory"] = memory(fresh_config(broker, api_bind="127.0.0.1:18081"), args.in_flight)
+    return result
+
+
+def machine() -> dict[str, str]:
+    def version(command: list[str]) -> str:
+        try:
+            return subprocess.run(
+                command, capture_output=True, text=True, timeout=60
+            ).stdout.strip()
+        except OSError:
+            return "unknown"
+
+    with psycopg.connect(ADMIN_URL) as connection:
+        postgres = str(connection.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    return {"cores": str(os.cpu_count()), "python": platform.python_version(),
+            "postgresql": postgres, "rabbitmq": version(["rabbitmqctl", "-q", "version"]),
+            "kernel": platform.release()}  # fmt: skip
+
+
+def summary(results: dict[str, Any]) -> str:
+    rows: list[list[object]] = []
+    for broker, r in results["brokers"].items():
+        rows += _broker_rows(broker, r)
+    return markdown_table(["broker", "metric", "value", "vs floor"], rows)
+
+
+def _broker_rows(broker: str, r: dict[str, Any]) -> list[list[object]]:
+    hop, txn = r["floor_hop_ms"]["p50"], r["floor_step_transaction_ms"]["p50"]
+    naive = 4 * (2 * hop + txn)  # a 4-step chain built from 2 hops + 1 transaction per step
+    linear, creation, load = r["e2e_linear_ms"], r["creation_ms"], r["throughput"]
+    shapes = " / ".join(str(r[f"e2e_{shape}_ms"]["p50"]) for shape in ("diamond", "mixed", "tree"))
+    rate_ratio = load["steps_per_s"] * 2 / r["floor_messages_per_s"]
+    return [
+        [broker, "4-step linear e2e p50 / p99 (ms)", f"{linear['p50']} / {linear['p99']}",
+         f"{linear['p50'] / naive:.2f}x naive floor {naive:.1f} ms"],
+        [broker, "diamond / mixed / tree e2e p50 (ms)", shapes, ""],
+        [broker, "task creation p50 / p99 (ms)", f"{creation['p50']} / {creation['p99']}",
+         f"{creation['p50'] / txn:.1f}x step txn"],
+        [broker, "sustained steps/s (p99 ms)", f"{load['steps_per_s']} ({load['p99_ms']})",
+         f"{rate_ratio:.2f}x broker msgs/s"],
+        [broker, "orchestrator RSS MB (tasks in flight)",
+         f"{r['memory']['orchestrator_rss_mb']} ({r['memory']['in_flight_tasks']})", ""],
+        [broker, "floors: hop p50, msgs/s, step txn p50",
+         f"{hop} ms, {r['floor_messages_per_s']}/s, {txn} ms", ""],
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--broker", choices=("pgmq", "rabbitmq", "both"), default="both")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--throughput-tasks", type=int, default=2000)
+    parser.add_argument("--in-flight", type=int, default=10000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    brokers = ["pgmq", "rabbitmq"] if args.broker == "both" else [args.broker]
+    results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                               "machine": machine(), "brokers": {}}  # fmt: skip
+    for broker in brokers:
+        results["brokers"][broker] = run_broker(broker, args)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(summary(results))
+    print(f"\nmachine: {results['machine']}  ({results['date']})")
+
+
+if __name__ == "__main__":
+    main()

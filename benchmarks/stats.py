@@ -1,0 +1,34 @@
+"""Percentiles and the Markdown table every benchmark prints."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of latency samples (milliseconds), rounded for reading."""
+    ordered = sorted(samples_ms)
+    if not ordered:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
+
+    def at(fraction: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 2)
+
+    return {
+        "p50": round(statistics.median(ordered), 2),
+        "p90": at(0.90),
+        "p99": at(0.99),
+        "max": round(ordered[-1], 2),
+        "n": len(ordered),
+    }
+
+
+def median_of(values: Sequence[float]) -> float:
+    return round(statistics.median(values), 2) if values else 0.0
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
