@@ -17,13 +17,19 @@ import pykka
 from tasker.actors.guarded import GuardedActor
 from tasker.actors.messages import EnqueueSteps, FinalizeTask, RetryDue, StepResultReceived
 from tasker.messaging.broker import Broker
-from tasker.state.db import Database
+from tasker.messaging.messages import StepResultMessage
+from tasker.state.db import Database, UnitOfWork
+from tasker.state.dynamic import DynamicSteps, StepKind
 from tasker.state.records import ResultOutcome
 from tasker.state.repository import StateRepository
 from tasker.telemetry import metrics
 from tasker.telemetry.hooks import inject, traced
 
 log = logging.getLogger(__name__)
+
+#: A batch worker's checkpoint yield: a failure-status report carrying this metadata key
+#: (an orchestrator that predates checkpoints treats it as a retryable failure).
+CHECKPOINT_MARKER = "checkpoint_yield"
 
 
 class ResultProcessor(GuardedActor):
@@ -43,6 +49,7 @@ class ResultProcessor(GuardedActor):
         self.enqueuer = enqueuer
         self.finalizer = finalizer
         self.discovery = discovery
+        self.dynamic = DynamicSteps(repository)  # decisions, batches, checkpoints (issue 10)
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {StepResultReceived: self.process}
@@ -60,28 +67,51 @@ class ResultProcessor(GuardedActor):
 
     def _process(self, message: StepResultReceived) -> None:
         result = message.result
-        error = msgspec.to_builtins(result.error) if result.error is not None else None
         started = time.perf_counter()
         with self.database.transaction() as unit:
-            outcome = self.repository.apply_step_result(
-                unit,
-                step_uuid=result.step_uuid,
-                fence=result.fence or result.attempt,
-                success=result.status == "success",
-                result=result.result,
-                error=error,
-                started_at=result.started_at,
-                finished_at=result.finished_at,
-                worker_id=result.worker_id,
+            # Dynamic steps (issue 10): a decision or batch outcome is checked before the
+            # result is applied and carried out after it, in this one transaction.
+            kind = self.dynamic.inspect(
+                unit, result.step_uuid, success=result.status == "success", result=result.result
             )
+            outcome = self._apply(unit, result, kind)
+            outcome = self.dynamic.follow_up(unit, kind, outcome)
             self.broker.ack(message.delivery, within=unit)
         if outcome.outcome == "applied":  # telemetry hook
             elapsed = time.perf_counter() - started
             metrics.step_result(outcome.step_state, result.started_at, result.finished_at, elapsed)
         self._follow_up(result.step_uuid, outcome)
 
+    def _apply(self, unit: UnitOfWork, result: StepResultMessage, kind: StepKind) -> ResultOutcome:
+        """Apply the attempt's outcome: a checkpoint yield, a bad outcome, or as reported."""
+        fence = result.fence or result.attempt
+        yielded = result.metadata.get(CHECKPOINT_MARKER) if result.status == "failure" else None
+        if isinstance(yielded, dict):
+            return self.dynamic.checkpoint(
+                unit,
+                step_uuid=result.step_uuid,
+                fence=fence,
+                checkpoint=yielded,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                worker_id=result.worker_id,
+            )
+        error = msgspec.to_builtins(result.error) if result.error is not None else None
+        success = result.status == "success" and kind.problem is None
+        return self.repository.apply_step_result(
+            unit,
+            step_uuid=result.step_uuid,
+            fence=fence,
+            success=success,
+            result=result.result,
+            error=kind.failure() if kind.problem is not None else error,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            worker_id=result.worker_id,
+        )
+
     def _follow_up(self, step_uuid: object, outcome: ResultOutcome) -> None:
-        if outcome.outcome != "applied":
+        if outcome.outcome not in ("applied", "checkpointed"):
             log.info(
                 "result for step %s ignored: %s (state %s)",
                 step_uuid,

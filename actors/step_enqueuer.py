@@ -15,9 +15,11 @@ import msgspec
 
 from tasker.actors.guarded import GuardedActor
 from tasker.actors.messages import EnqueueSteps, RepublishUnconfirmed
+from tasker.actors.task_initializer import TemplateCatalog
 from tasker.messaging.broker import Broker
 from tasker.messaging.messages import HandlerSpec, StepMessage, encode, worker_queue
 from tasker.state.db import Database, UnitOfWork
+from tasker.state.dispatch import DispatchStep, claim_for_dispatch, with_inputs
 from tasker.state.records import ClaimedStep
 from tasker.state.repository import StateRepository
 from tasker.telemetry import metrics
@@ -26,8 +28,17 @@ from tasker.telemetry.hooks import inject, traced
 log = logging.getLogger(__name__)
 
 
-def step_message(step: ClaimedStep) -> StepMessage:
-    """The message a worker needs to run one attempt of a claimed step."""
+def step_message(
+    step: ClaimedStep,
+    events: tuple[Any, ...] = (),
+    *,
+    inputs: dict[str, Any] | None = None,
+    checkpoint: dict[str, Any] | None = None,
+) -> StepMessage:
+    """The message a worker needs to run one attempt of a claimed step.
+
+    `inputs` (a batch worker's cursor) and `checkpoint` are the step's own (issue 10).
+    """
     return StepMessage(
         task_uuid=step.task_uuid,
         step_uuid=step.step_uuid,
@@ -45,6 +56,9 @@ def step_message(step: ClaimedStep) -> StepMessage:
         correlation_id=step.correlation_id,
         fence=step.fence,
         trace_context=inject(),  # continues the current trace to the worker (telemetry)
+        publishes_events=list(events),
+        step_inputs=inputs or {},
+        checkpoint=checkpoint,
     )
 
 
@@ -54,6 +68,7 @@ class StepEnqueuer(GuardedActor):
         self.database = database
         self.repository = repository
         self._known_queues: set[str] = set()
+        self.catalog = TemplateCatalog(repository)  # for each step's `publishes_events`
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {EnqueueSteps: self.enqueue, RepublishUnconfirmed: self.republish}
@@ -64,8 +79,10 @@ class StepEnqueuer(GuardedActor):
             traced("tasker.steps.enqueue", message.trace_context),  # telemetry hook
             self.database.transaction() as unit,
         ):
-            claimed = self.repository.claim_steps(unit, message.step_uuids, published=transactional)
-            self._send(claimed, within=unit)
+            # Dynamic steps (issue 10): batch parallelism, inputs and checkpoints.
+            dispatched = claim_for_dispatch(unit, message.step_uuids, published=transactional)
+            self._send(dispatched, within=unit)
+        claimed = [entry.step for entry in dispatched]
         steps_enqueued(claimed)  # telemetry hook
         # Here the transaction has committed and any after-commit publish is confirmed.
         if claimed and not transactional:
@@ -79,20 +96,29 @@ class StepEnqueuer(GuardedActor):
         if not stale:
             return
         log.warning("re-publishing %d step(s) with no publish confirm", len(stale))
-        self._send(stale, within=None)
+        self._send(with_inputs(self.database, stale), within=None)
         self.repository.mark_published([step.step_uuid for step in stale])
 
-    def _send(self, steps: list[ClaimedStep], *, within: UnitOfWork | None) -> None:
+    def _send(self, steps: list[DispatchStep], *, within: UnitOfWork | None) -> None:
         for queue, bodies in self._by_queue(steps).items():
             self._ensure(queue)
             self.broker.send_batch(queue, bodies, within=within)
 
-    @staticmethod
-    def _by_queue(claimed: list[ClaimedStep]) -> dict[str, list[bytes]]:
+    def _by_queue(self, claimed: list[DispatchStep]) -> dict[str, list[bytes]]:
         grouped: dict[str, list[bytes]] = defaultdict(list)
-        for step in claimed:
-            grouped[worker_queue(step.namespace)].append(encode(step_message(step)))
+        for entry in claimed:
+            step = entry.step
+            message = step_message(
+                step, self._events_of(step), inputs=entry.inputs, checkpoint=entry.checkpoint
+            )
+            grouped[worker_queue(step.namespace)].append(encode(message))
         return grouped
+
+    def _events_of(self, step: ClaimedStep) -> tuple[Any, ...]:
+        """The domain events the step's template declares (none for generated steps)."""
+        template = self.catalog.get(step.namespace, step.task_name, step.task_version).template
+        found = (s.publishes_events for s in template.steps if s.name == step.name)
+        return next(found, ())
 
     def _ensure(self, queue: str) -> None:
         if queue not in self._known_queues:

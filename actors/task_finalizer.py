@@ -27,11 +27,10 @@ class TaskFinalizer(GuardedActor):
         return {FinalizeTask: self.finalize}
 
     def finalize(self, message: FinalizeTask) -> None:
-        with (
-            traced("tasker.task.finalize", message.trace_context, task_uuid=message.task_uuid),
-            self.database.transaction() as unit,
-        ):  # telemetry hook: the trace ends here
-            outcome = self.repository.finalize_task(unit, message.task_uuid)
-        if outcome.finalized:
-            metrics.task_finished(outcome.status)  # telemetry hook
-            log.info("task %s finished: %s", message.task_uuid, outcome.status)
+        # telemetry hook: the trace ends in this span; log lines carry the task's id
+        with traced("tasker.task.finalize", message.trace_context, task_uuid=message.task_uuid):
+            with self.database.transaction() as unit:
+                outcome = self.repository.finalize_task(unit, message.task_uuid)
+            if outcome.finalized:
+                metrics.task_finished(outcome.status)  # telemetry hook
+                log.info("task %s finished: %s", message.task_uuid, outcome.status)

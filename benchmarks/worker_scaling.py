@@ -129,8 +129,14 @@ def start_cluster(config: Config, workers: int, orchestrators: int) -> LocalClus
     return cluster.start()
 
 
-def await_workers(broker: Broker, pids: set[int], timeout: float = 30.0) -> None:
-    """Wait for a heartbeat from every worker: each has started up and is consuming."""
+def await_registered(database: psycopg.Connection[Any], pids: set[int]) -> None:
+    """Wait until the orchestrator's registry lists every worker as running."""
+    query = "SELECT pid FROM tasker.workers WHERE status = 'running'"
+    wait_until(lambda: pids <= {row[0] for row in database.execute(query)}, 60, "workers")
+
+
+def await_workers(broker: Broker, pids: set[int], timeout: float = 60.0) -> None:
+    """Wait for a heartbeat from every worker (no orchestrator consumes them here)."""
     broker.ensure_queue(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE)
     seen: set[int] = set()
     deadline = time.monotonic() + timeout
@@ -216,7 +222,7 @@ def end_to_end(config: Config, workers: int, tasks: int) -> Run:
         stack.callback(broker.close)
         database = stack.enter_context(psycopg.connect(config.database_url, autocommit=True))
         worker_pids = [process.pid for process in cluster.workers]
-        await_workers(broker, set(worker_pids))
+        await_registered(database, set(worker_pids))
         idle = [round(rss_mb(pid), 1) for pid in worker_pids]
         requests = [encode(_task_request()) for _ in range(tasks)]
         orchestrator_pids = [process.pid for process in cluster.orchestrators]
@@ -338,7 +344,8 @@ def markdown(runs: list[Run]) -> str:
     )
     lines = [header, "|" + "---|" * 11]
     for run in runs:
-        base = next(r for r in runs if (r.broker, r.mode, r.workers) == (run.broker, run.mode, 1))
+        same = [r for r in runs if (r.broker, r.mode) == (run.broker, run.mode)]
+        base = min(same, key=lambda r: r.workers)
         orchestrator = "-" if run.orchestrator_cpu_percent is None else run.orchestrator_cpu_percent
         lines.append(
             f"| {run.broker} | {run.mode} | {run.workers} | {run.steps} | {run.seconds} "
@@ -362,8 +369,12 @@ def main() -> None:
     for broker in args.brokers.split(","):
         for mode in args.modes.split(","):
             for workers in map(int, args.workers.split(",")):
-                with fresh_config(broker) as config:
-                    runs.append(modes[mode](config, workers, args.tasks))
+                try:
+                    with fresh_config(broker) as config:
+                        runs.append(modes[mode](config, workers, args.tasks))
+                except Exception as exc:  # one failed run (e.g. a broker outage) ends no others
+                    print(f"{broker} {mode} x{workers}: FAILED: {exc!r}")
+                    continue
                 print(f"{broker} {mode} x{workers}: {runs[-1].steps_per_second} steps/s")
     print(markdown(runs))
     output = HERE / "results" / "worker_scaling.json"

@@ -32,6 +32,7 @@ from functools import partial
 from types import FrameType
 
 from tasker.config import Config, ConfigError
+from tasker.events import EventPublisher
 from tasker.handlers.compat import CompatError, apply_compat
 from tasker.handlers.execution import execute_step
 from tasker.handlers.fence import AttemptFence, Claim
@@ -98,6 +99,7 @@ class Worker:
         self._forced = threading.Event()
         self._consumers: list[threading.Thread] = []
         self._exit_code = 0
+        self._events = EventPublisher(broker, config.events_queue)
         self._presence = Presence(
             broker,
             worker_id=self.worker_id,
@@ -344,6 +346,9 @@ class Worker:
                 try:
                     self.broker.ack_with_reply(job.delivery, ORCHESTRATION_RESULTS_QUEUE, body)
                     self._fence.finish(job.key)
+                    # Domain events follow the reported outcome and never fail the step.
+                    payload = result.result if result.is_success else result.error_message
+                    self._events.after_outcome(job.message, result.is_success, payload)
                     return
                 except Exception as exc:
                     log.warning("reporting step %s failed: %s", job.message.step_uuid, exc)

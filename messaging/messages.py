@@ -62,6 +62,8 @@ class StepMessage(WireMessage, frozen=True, tag="step"):
     step_inputs: dict[str, Any] = msgspec.field(default_factory=dict)
     checkpoint: dict[str, Any] | None = None
     fence: int = 0
+    # The step's `publishes_events` declarations (tasker.events publishes them).
+    publishes_events: list[Any] = msgspec.field(default_factory=list)
 
 
 class StepError(msgspec.Struct, frozen=True):

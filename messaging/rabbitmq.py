@@ -228,5 +228,15 @@ class RabbitMQBroker(Broker):
         self._links.wake_all()
 
     def close(self) -> None:
+        # Buffered deliveries nobody was handed go back uncounted (closing the connection
+        # would requeue them counted); a link busy elsewhere is just closed.
+        for link in self._links.snapshot():
+            if link.alive and link.busy.acquire(blocking=False):
+                try:
+                    link.consumers.give_back(link)
+                except Exception:  # the connection is going anyway: RabbitMQ requeues
+                    log.debug("returning buffered deliveries failed", exc_info=True)
+                finally:
+                    link.release()
         self._links.close_all()
         self._janitor.stop()

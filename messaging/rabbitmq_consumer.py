@@ -13,6 +13,8 @@ keeps the larger prefetch.
 is nacked back to the queue (the quorum queue counts the redelivery), and one held longer
 than `lease_after` is moved to the slow path -- a confirmed copy in a lease queue, then an
 ack -- so RabbitMQ's consumer timeout never closes the channel under a long-running step.
+Deliveries buffered that long (their thread stopped calling `receive`) are given back to
+the queue, uncounted, and the consumer stops until the next `receive`.
 Everything here runs with the link's `busy` lock held; receipts have locks of their own,
 which code holding `busy` only ever tries (never waits for), so the two cannot deadlock.
 """
@@ -220,10 +222,15 @@ class LinkConsumers:
                 receipt.lock.release()
         for consumer in list(self.by_queue.values()):
             if consumer.buffer and now >= consumer.buffer[0].arrived + lease_after:
-                _release(link, consumer)  # nobody asked for them for that long
+                _give_back(link, consumer)  # nobody asked for them for that long
             elif consumer.buffer:
                 due = min(due, consumer.buffer[0].arrived + lease_after)
         return due
+
+    def give_back(self, link: Link) -> None:
+        """Stop every consumer and return what they buffered, uncounted (at close)."""
+        for consumer in list(self.by_queue.values()):
+            _give_back(link, consumer)
 
 
 def _lease(link: Link, receipt: Receipt, now: float) -> None:
@@ -236,10 +243,15 @@ def _lease(link: Link, receipt: Receipt, now: float) -> None:
     receipt.state = State.LEASED
 
 
-def _release(link: Link, consumer: QueueConsumer) -> None:
-    """Stop consuming and give back the buffer (each counts as one more delivery)."""
+def _give_back(link: Link, consumer: QueueConsumer) -> None:
+    """Stop consuming and return the buffer to the queue without counting a delivery:
+    a confirmed copy with the count so far, then an ack (a nack would count one more)."""
     if consumer.tag is not None:
         link.channel.basic_cancel(consumer.tag)
     consumer.tag, consumer.prefetch = None, 0
     while consumer.buffer:
-        link.channel.basic_nack(consumer.buffer.popleft().tag, requeue=True)
+        item = consumer.buffer[0]
+        count = topo.previous_deliveries(item.properties)
+        ops.republish(link.channel, consumer.queue, item.body, count, 0.0)
+        link.channel.basic_ack(item.tag)
+        consumer.buffer.popleft()

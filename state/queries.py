@@ -138,3 +138,50 @@ SELECT worker_id, host, pid, namespaces, in_flight, concurrency, status, started
 STALE_TASKS = "SELECT task_uuid, status, stuck_minutes FROM tasker.stale_tasks(%s, %s, %s, %s)"
 
 FAIL_STALE_TASK = "SELECT tasker.fail_stale_task(%s, %s, %s, %s)"
+
+# Dynamic steps (issue 10): decisions, batches, checkpoints. Functions in 0006_dynamic_steps.
+
+# What a result's step is: its type, batch, and (for loading its template) the template row.
+INSPECT_STEP = """
+SELECT s.task_uuid, s.name, s.step_type, s.batch_step_uuid, t.template_uuid, tt.updated_at
+  FROM tasker.workflow_steps s
+  JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+  JOIN tasker.task_templates tt ON tt.template_uuid = t.template_uuid
+ WHERE s.step_uuid = %s
+"""
+
+TEMPLATE_DEFINITION = "SELECT definition::text FROM tasker.task_templates WHERE template_uuid = %s"
+
+# A task's steps as the creation plan reads them; the results only of completed decision
+# and batchable steps (their outcomes), so a large task's results are not all read.
+TASK_STEP_FATES = """
+SELECT s.step_uuid, s.name, coalesce(s.template_step, s.name), s.step_type, s.state,
+       CASE WHEN s.step_type IN ('decision', 'batchable')
+             AND s.state IN ('complete', 'resolved_manually') THEN s.results END
+  FROM tasker.workflow_steps s WHERE s.task_uuid = %s
+"""
+
+ADD_DYNAMIC_STEPS = """
+SELECT task_status, ready_steps, finalize FROM tasker.add_dynamic_steps(%s, %s, %s, %s)
+"""
+
+AFTER_BATCH_WORKER_RESULT = """
+SELECT task_status, ready_steps, finalize, override FROM tasker.after_batch_worker_result(%s)
+"""
+
+CHECKPOINT_STEP = """
+SELECT outcome, task_uuid, step_state, task_status, ready_steps, finalize
+  FROM tasker.checkpoint_step(%s, %s, %s, %s, %s, %s)
+"""
+
+CLAIM_FOR_DISPATCH = """
+SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, timeout_seconds,
+       namespace, task_name, task_version, context, correlation_id, dependency_results, fence,
+       inputs, checkpoint
+  FROM tasker.claim_for_dispatch(%s::uuid[], %s)
+"""
+
+STEP_INPUTS = """
+SELECT step_uuid, inputs, checkpoint FROM tasker.workflow_steps
+ WHERE step_uuid = ANY (%s::uuid[]) AND (inputs IS NOT NULL OR checkpoint IS NOT NULL)
+"""

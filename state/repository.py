@@ -19,6 +19,8 @@ from psycopg.types.json import Jsonb
 from tasker.ids import new_id
 from tasker.state import queries
 from tasker.state.db import Database, UnitOfWork
+from tasker.state.dynamic_creation import CreationPlan, TaskSteps
+from tasker.state.dynamic_rows import RetryFill, step_row
 from tasker.state.errors import (
     IllegalTransitionError,
     StaleTransitionError,
@@ -129,7 +131,6 @@ class StateRepository:
         nothing: the result then carries the existing task's id with `created` False.
         """
         template = registered.template
-        step_ids = {step.name: new_id() for step in template.steps}
         task = {
             **msgspec.structs.asdict(spec),
             "task_uuid": str(spec.task_uuid),
@@ -139,39 +140,28 @@ class StateRepository:
             "version": template.version,
             "identity_hash": identity_hash,
         }
-        steps = [self._step_row(template, index, step_ids) for index in range(len(template.steps))]
-        edges = [
-            {"from_step_uuid": str(step_ids[parent]), "to_step_uuid": str(step_ids[step.name])}
-            for step in template.steps
-            for parent in step.dependencies
-        ]
-        row = unit.execute_sql(queries.CREATE_TASK, (Jsonb(task), Jsonb(steps), Jsonb(edges)))[0]
+        # Dynamic steps (issue 10): only the steps that exist from the start; those after a
+        # decision or batchable step are created when its outcome determines them.
+        initial = CreationPlan.build(template, TaskSteps(), self._retry_fill())
+        row = unit.execute_sql(
+            queries.CREATE_TASK, (Jsonb(task), Jsonb(initial.steps), Jsonb(initial.edges))
+        )[0]
         return TaskCreation(row[1], row[0], row[2], tuple(row[3]))
 
     def _step_row(
         self, template: TaskTemplate, index: int, step_ids: dict[str, UUID]
     ) -> dict[str, Any]:
         step = template.steps[index]
+        return step_row(step, index, step_ids[step.name], self._retry_fill())
+
+    def _retry_fill(self) -> RetryFill:
         defaults = self.retry_defaults
-        retry = step.retry.resolved(
+        return RetryFill(
             defaults.max_attempts,
-            defaults.backoff,  # type: ignore[arg-type]
+            defaults.backoff,
             defaults.backoff_base_ms,
             defaults.max_backoff_ms,
         )
-        return {
-            "step_uuid": str(step_ids[step.name]),
-            "name": step.name,
-            "position": index,
-            "step_type": step.type,
-            "handler": msgspec.to_builtins(step.handler),
-            "retryable": retry.retryable,
-            "max_attempts": retry.max_attempts,
-            "backoff": retry.backoff,
-            "backoff_base_ms": retry.backoff_base_ms,
-            "max_backoff_ms": retry.max_backoff_ms,
-            "timeout_seconds": step.timeout_seconds,
-        }
 
     def claim_steps(
         self, unit: UnitOfWork, step_uuids: Sequence[UUID], *, published: bool = True
@@ -303,7 +293,7 @@ class StateRepository:
         sources = allowed if expected is None else expected
         if not sources <= allowed:
             illegal = sorted(sources - allowed)[0]
-            raise IllegalTransitionError("step", step_uuid, illegal, target.value)
+            raise IllegalTransitionError("step", step_uuid, illegal.value, target.value)
         row = unit.execute_sql(
             queries.TRANSITION_STEP, (step_uuid, sorted(sources), target.value, Jsonb(metadata))
         )[0]

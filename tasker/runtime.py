@@ -8,7 +8,7 @@ import sys
 import msgspec
 
 from tasker.config import Config
-from tasker.telemetry.logcontext import ContextFilter
+from tasker.telemetry import logcontext
 
 
 class _JsonFormatter(logging.Formatter):
@@ -45,8 +45,8 @@ class _TextFormatter(logging.Formatter):
 
 def configure_logging(config: Config, *, role: str) -> None:
     """Log to stderr, as JSON lines or human-readable text per `config.log_format`."""
+    logcontext.install()
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(ContextFilter())
     if config.log_format == "json":
         handler.setFormatter(_JsonFormatter(role))
     else:

@@ -6,13 +6,27 @@ resolve inside this shim package instead of our API.
 """
 
 from tasker.handlers.base import StepHandler
+from tasker.handlers.batch import Batchable
 from tasker.handlers.context import StepContext
+from tasker.handlers.decision import (
+    Decision,
+    DecisionHandler,
+    DecisionMixin,
+    DecisionPointOutcome,
+    DecisionType,
+)
 from tasker.handlers.errors import PermanentError, RetryableError
 from tasker.handlers.functional import depends_on, inputs, step_handler
 from tasker.handlers.registry import HandlerRegistry
 from tasker.handlers.result import ErrorType, StepHandlerResult
 
 __all__ = [
+    "Batchable",
+    "Decision",
+    "DecisionHandler",
+    "DecisionMixin",
+    "DecisionPointOutcome",
+    "DecisionType",
     "ErrorType",
     "HandlerRegistry",
     "PermanentError",

@@ -157,7 +157,9 @@ BEGIN
         v_delay := p_base_ms::numeric * power(2::numeric, least(p_attempt - 1, 40));
     END IF;
     v_delay := least(v_delay, p_max_ms);
-    RETURN trunc(v_delay - v_delay * p_jitter::numeric * p_spread::numeric)::bigint;
+    -- Jitter in float8, operation for operation as Python does it (IEEE doubles both), so
+    -- the two truncate alike; numeric would round differently at the boundaries.
+    RETURN trunc(v_delay::float8 - v_delay::float8 * p_jitter * p_spread)::bigint;
 END
 $$;
 

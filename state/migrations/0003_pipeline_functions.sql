@@ -173,6 +173,7 @@ DECLARE
     v_ready uuid[] := '{}';
     v_next text;
     v_meta jsonb;
+    v_requested numeric;
 BEGIN
     SELECT w.task_uuid INTO v_task FROM tasker.workflow_steps w WHERE w.step_uuid = p_step;
     IF NOT FOUND THEN
@@ -214,9 +215,12 @@ BEGIN
         IF s.retryable AND coalesce((p_error->>'retryable')::boolean, true)
            AND s.attempts < s.max_attempts THEN
             v_final := 'waiting_for_retry';
+            -- Clamped to [0, cap] before the integer cast: a huge Retry-After (days, or an
+            -- epoch timestamp) must wait the cap, not fail the whole result.
+            v_requested := round((p_error->>'retry_after_seconds')::numeric * 1000);
             v_retry_at := clock_timestamp() + make_interval(secs => tasker.backoff_delay_ms(
                 s.backoff, s.backoff_base_ms, s.max_backoff_ms, s.attempts, p_jitter, p_spread,
-                (round((p_error->>'retry_after_seconds')::numeric * 1000))::integer) / 1000.0);
+                least(greatest(v_requested, 0), s.max_backoff_ms)::integer) / 1000.0);
         ELSE
             v_final := 'error';
         END IF;

@@ -21,7 +21,7 @@ from tasker.messaging.messages import (
     ORCHESTRATION_TASK_REQUESTS_QUEUE,
     worker_queue,
 )
-from tasker.telemetry.metrics import PrometheusMetrics
+from tasker.telemetry.metrics import PrometheusMetrics, observe
 
 VERSION = "0.1.0"
 
@@ -59,6 +59,18 @@ def queue_depths(svc: ApiServices) -> list[schemas.QueueDepth]:
         stats = svc.broker.queue_stats(name)
         depths.append(schemas.QueueDepth(name, stats.ready, stats.in_flight))
     return depths
+
+
+def circuit_breakers(svc: ApiServices) -> dict[str, str]:
+    """State of the process's breakers (broker, database), where they are installed."""
+    from tasker.resilience import breaker_state
+
+    database = getattr(svc.orchestrator, "database", None)
+    found = {
+        "broker": getattr(svc.broker, "breaker", None),
+        "database": getattr(database, "breaker", None),
+    }
+    return {name: breaker_state(breaker) for name, breaker in found.items() if breaker is not None}
 
 
 def workers(svc: ApiServices) -> list[schemas.WorkerInfo]:
@@ -105,7 +117,7 @@ class HealthRoutes(Controller):
             checks=checks,
             queues=queue_depths(svc) if healthy else [],
             workers=workers(svc) if healthy else [],
-            circuit_breakers={},
+            circuit_breakers=circuit_breakers(svc),
             version=VERSION,
             uptime_seconds=round(time.monotonic() - svc.started_at, 3),
         )
@@ -130,3 +142,21 @@ class HealthRoutes(Controller):
     )
     def worker_list(self, state: State) -> schemas.WorkerList:
         return schemas.WorkerList(workers(services(state)))
+
+
+def register_gauges(svc: ApiServices) -> None:
+    """Gauges read at scrape time: queue depths and dead letter entries."""
+
+    def depths() -> list[tuple[float, dict[str, str]]]:
+        return [
+            (float(count), {"queue": depth.queue, "state": state})
+            for depth in queue_depths(svc)
+            for state, count in (("ready", depth.ready), ("in_flight", depth.in_flight))
+        ]
+
+    def dead_letters() -> list[tuple[float, dict[str, str]]]:
+        by_status = svc.dead_letters().stats().by_status
+        return [(float(count), {"status": status}) for status, count in by_status.items()]
+
+    observe("tasker.queue.depth", "Messages per queue, ready or in flight", depths)
+    observe("tasker.dlq.entries", "Dead letter entries by status", dead_letters)

@@ -11,6 +11,7 @@ from tasker.api.services import ApiServices
 from tasker.config import Config
 from tasker.messaging.broker import Broker
 from tasker.state.db import Database
+from tasker.state.repository import StateRepository
 from tasker.telemetry.metrics import PrometheusMetrics
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ def run_orchestrator_with_api(config: Config, broker: Broker, database: Database
     server = None
     try:
         if config.api_enabled:
-            repository = orchestrator.repository
-            server = ApiServer(ApiServices(config, api_database, broker, repository, orchestrator))
+            reads = StateRepository(api_database)  # API reads never take the actors' pool
+            server = ApiServer(ApiServices(config, api_database, broker, reads, orchestrator))
             server.start()
         log.info("orchestrator running (broker %s)", config.broker)
         code = supervisor.watch()

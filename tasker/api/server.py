@@ -9,6 +9,7 @@ import time
 import uvicorn
 
 from tasker.api.app import build_app
+from tasker.api.health import register_gauges
 from tasker.api.services import ApiServices
 from tasker.config import api_host_port
 
@@ -23,6 +24,7 @@ class ApiServer:
     def __init__(self, services: ApiServices) -> None:
         host, port = api_host_port(services.config.api_bind)
         self.services = services
+        register_gauges(services)
         config = uvicorn.Config(
             build_app(services), host=host, port=port, log_level="warning", access_log=False,
             lifespan="on", timeout_graceful_shutdown=5,

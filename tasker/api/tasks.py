@@ -106,6 +106,14 @@ class TaskRoutes(Controller):
 
 
 def _create(svc: ApiServices, data: schemas.TaskCreate) -> schemas.Task:
+    retry_after = svc.orchestrator.backpressure()
+    if retry_after is not None:
+        metrics.TASKS_REQUESTED.add(1, {"namespace": data.namespace, "outcome": "throttled"})
+        raise ApiError(
+            503, "backpressure",
+            f"step queues are deeper than the configured limit; retry in {retry_after}s",
+            headers={"Retry-After": str(retry_after)},
+        )  # fmt: skip
     fields = msgspec.structs.asdict(data)
     request = TaskRequestMessage(task_uuid=new_id(), **fields)
     try:

@@ -19,16 +19,31 @@ from tasker.cli import render
 from tasker.cli.cluster import LocalCluster, free_port
 from tasker.cli.commands import CommandError, prepare_database, register_templates
 from tasker.config import Config, with_overrides
-from tasker.examples import TEMPLATE_DIRECTORY
+from tasker.examples import HANDLER_MODULES, TEMPLATE_DIRECTORY
 from tasker.state.templates import load_template_directory
 
 #: example name -> (template name, task context)
 EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "linear": ("linear_workflow", {"even_number": 6}),
     "diamond": ("diamond_workflow", {"even_number": 6}),
+    # The gallery of dynamic workflows (issue 10).
+    "tree": ("tree_workflow", {"even_number": 2}),
+    "mixed_dag": ("mixed_dag_workflow", {"even_number": 2}),
+    "approval": ("conditional_approval", {"amount": 7500, "requester": "ada"}),
+    "batch_csv": ("batch_csv_workflow", {"row_count": 1000}),
+    "data_pipeline": ("data_pipeline", {"days": 7}),
+    "order_fulfillment": (
+        "order_fulfillment",
+        {
+            "order_id": "A-1001",
+            "items": [{"sku": "BOOK-1", "quantity": 2, "price_cents": 1250}],
+            "customer_email": "ada@example.com",
+            "payment_failures": 1,
+        },
+    ),
 }
 EXAMPLE_NAMESPACE = "examples"
-EXAMPLE_HANDLER_MODULES = "tasker.examples.linear,tasker.examples.diamond"
+EXAMPLE_HANDLER_MODULES = HANDLER_MODULES
 
 
 def run_demo(workflows: list[str], config: Config) -> int:

@@ -1,8 +1,8 @@
 """Ids that every log line about a task or step carries (correlation_id, task_uuid, ...).
 
 `bound(...)` sets them for the code running inside it (contextvars: per thread and per
-asyncio task); `ContextFilter` copies them onto each log record, where the JSON formatter
-writes them out, with the current trace and span ids.
+asyncio task); `install()` makes every new log record carry them (`record.tasker_context`,
+with the current trace and span ids), which the JSON formatter writes out.
 """
 
 from __future__ import annotations
@@ -35,14 +35,29 @@ def current() -> dict[str, str]:
     return dict(_current.get())
 
 
-class ContextFilter(logging.Filter):
-    """Copies the bound ids and the active trace/span ids onto the record."""
+def context_fields() -> dict[str, str]:
+    """The bound ids plus the active trace and span ids."""
+    fields = dict(_current.get())
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        fields["trace_id"] = format(span_context.trace_id, "032x")
+        fields["span_id"] = format(span_context.span_id, "016x")
+    return fields
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        fields = dict(_current.get())
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            fields["trace_id"] = format(context.trace_id, "032x")
-            fields["span_id"] = format(context.span_id, "016x")
-        record.tasker_context = fields
-        return True
+
+_installed: list[bool] = []
+
+
+def install() -> None:
+    """Make every log record carry `tasker_context` (once per process)."""
+    if _installed:
+        return
+    _installed.append(True)
+    make_record = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        record.tasker_context = context_fields()
+        return record
+
+    logging.setLogRecordFactory(factory)

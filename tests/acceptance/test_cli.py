@@ -121,3 +121,77 @@ def test_template_validate_names_the_file_the_step_and_the_problem(tmp_path: Pat
     assert finished.returncode == 1
     assert str(broken) in finished.stderr and "cycle" in finished.stderr
     assert "a -> b -> a" in finished.stderr or "b -> a -> b" in finished.stderr
+
+
+def test_task_create_wait_shows_a_progress_bar_then_the_result(
+    cluster_env: dict[str, str],
+) -> None:
+    finished = tasker(
+        cluster_env, "task", "create", "examples", "linear_workflow",
+        "--context", '{"even_number": 2}', "--wait",
+    )  # fmt: skip
+
+    assert finished.returncode == 0, finished.stderr
+    assert "linear_workflow [" in finished.stderr and "4/4 steps" in finished.stderr
+    assert "status complete" in finished.stdout
+
+
+def test_task_get_draws_the_dag_with_each_steps_state(cluster_env: dict[str, str]) -> None:
+    created = tasker(
+        cluster_env, "task", "create", "examples", "diamond_workflow",
+        "--context", '{"even_number": 2}', "--wait", "--output", "json",
+    )  # fmt: skip
+    task_uuid = json.loads(created.stdout)["task_uuid"]
+
+    shown = tasker(cluster_env, "task", "get", task_uuid).stdout
+
+    dag = shown.split("DAG\n", 1)[1].splitlines()
+    assert dag[0].split()[:3] == ["[1]", "[x]", "diamond_start"]
+    assert dag[-1].split()[:4] == ["[3]", "[x]", "diamond_end", "complete"]
+    assert dag[-1].endswith("<- diamond_branch_b, diamond_branch_c")
+
+
+def test_task_list_steps_and_audit(cluster_env: dict[str, str]) -> None:
+    created = tasker(
+        cluster_env, "task", "create", "examples", "linear_workflow",
+        "--context", '{"even_number": 2}', "--wait", "--output", "json",
+    )  # fmt: skip
+    task_uuid = json.loads(created.stdout)["task_uuid"]
+
+    listed = json.loads(tasker(cluster_env, "task", "list", "--output", "json").stdout)
+    steps = tasker(cluster_env, "task", "steps", task_uuid)
+    audit = tasker(cluster_env, "task", "audit", task_uuid, "--step", "linear_step_2")
+
+    assert task_uuid in [task["task_uuid"] for task in listed["tasks"]]
+    assert "linear_step_4" in steps.stdout and steps.returncode == 0
+    assert "enqueued_for_orchestration" in audit.stdout and audit.returncode == 0
+
+
+def test_template_list_and_show(cluster_env: dict[str, str]) -> None:
+    listed = tasker(cluster_env, "template", "list")
+    shown = tasker(cluster_env, "template", "show", "examples", "diamond_workflow")
+
+    assert "diamond_workflow" in listed.stdout and "linear_workflow" in listed.stdout
+    assert "examples.diamond.end" in shown.stdout
+    assert "<- diamond_branch_b, diamond_branch_c" in shown.stdout
+
+
+def test_health_worker_list_dlq_stats_and_config_show(cluster_env: dict[str, str]) -> None:
+    health = tasker(cluster_env, "health")
+    workers = json.loads(tasker(cluster_env, "worker", "list", "--output", "json").stdout)
+    stats = tasker(cluster_env, "dlq", "stats", "--output", "json")
+    config = tasker({**cluster_env, "TASKER_JWT_SECRET": "hush-hush"}, "config", "show")
+
+    assert health.returncode == 0 and "status healthy" in health.stdout
+    assert "worker_examples_queue" in health.stdout
+    assert any(worker["alive"] and "examples" in worker["namespaces"] for worker in workers)
+    assert json.loads(stats.stdout)["total"] >= 0
+    assert 'jwt_secret = "***"' in config.stdout and "hush-hush" not in config.stdout
+
+
+def test_an_unreachable_api_is_named_with_what_to_set(cluster_env: dict[str, str]) -> None:
+    finished = tasker(cluster_env, "--url", "http://127.0.0.1:9", "task", "list")
+
+    assert finished.returncode == 1
+    assert "cannot reach the Tasker API at http://127.0.0.1:9" in finished.stderr
+    assert "TASKER_API_URL" in finished.stderr

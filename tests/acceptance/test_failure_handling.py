@@ -101,7 +101,8 @@ def test_linear_backoff_separates_the_attempts(failures: FailureCluster) -> None
     waits = [t for t in transitions if t.to_state == "waiting_for_retry"]
     retries = [t for t in transitions if t.from_state == "waiting_for_retry"]
 
-    gaps = [(r.created_at - w.created_at).total_seconds() for w, r in zip(waits, retries, strict=True)]
+    pairs = zip(waits, retries, strict=True)
+    gaps = [(retry.created_at - wait.created_at).total_seconds() for wait, retry in pairs]
 
     # linear: 50 ms after the first failure, 100 ms after the second (less up to 10% jitter)
     assert gaps[0] >= 0.045 and gaps[1] >= 0.09

@@ -40,6 +40,9 @@ def missing_prerequisites() -> str | None:
         return "it must run as root (ip netns, veth pairs)"
     if shutil.which("ip") is None:
         return "the `ip` command (iproute2) is not installed"
+    for client in ("psql", "pg_isready", "runuser"):
+        if shutil.which(client) is None:
+            return f"`{client}` is not installed"
     if not (POSTGRES_BIN / "initdb").exists():
         return f"PostgreSQL binaries are not in {POSTGRES_BIN}"
     if not RABBITMQ_SERVER.exists():

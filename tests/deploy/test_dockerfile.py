@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,41 @@ def test_every_copied_path_is_in_the_build_context_and_not_ignored() -> None:
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
         assert not any(source.rstrip("/").startswith(pattern) for pattern in ignored), source
+
+
+@pytest.mark.slow
+def test_the_build_stage_files_build_the_package(tmp_path: Path) -> None:
+    """What the build stage COPYs (and only that) makes a wheel with every layer in it:
+    the `pip install /src` of the image, minus the dependencies."""
+    instructions = list(dockerfile_instructions())
+    second_stage = [i for i, (name, _) in enumerate(instructions) if name == "FROM"][1]
+    source = tmp_path / "src"
+    source.mkdir()
+    for name, args in instructions[:second_stage]:
+        if name == "COPY":
+            *paths, _ = args.split()
+            for path in paths:
+                origin = ROOT / path.rstrip("/")
+                if origin.is_dir():
+                    shutil.copytree(origin, source / origin.name, symlinks=True)
+                else:
+                    shutil.copy(origin, source / origin.name)
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), "./src"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for layer in ("actors", "messaging", "state", "handlers", "examples"):
+        assert f"tasker/{layer}/__init__.py" in names, layer
+    assert "tasker/handlers/health_server.py" in names
+    assert "tasker/state/migrations/0001_core_schema.sql" in names
+    assert "tasker/examples/templates/linear_workflow.yaml" in names

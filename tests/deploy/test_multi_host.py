@@ -30,10 +30,10 @@ HOSTS = ("db", "mq", "orch", "worker1", "worker2", "client")
 TASKS = 20
 WORKER_HEALTH_PORT = 8081
 API_PORT = 8080  # TASKER_API_BIND in env/tasker.env.example
-LINEAR = {"linear_step_1": 16, "linear_step_2": 256, "linear_step_3": 65536}
-LINEAR["linear_step_4"] = 65536**2
-DIAMOND = {"diamond_start": 16, "diamond_branch_b": 256, "diamond_branch_c": 4096}
-DIAMOND["diamond_end"] = 256 * 4096
+# even_number 2: each linear step squares its parent; the diamond's branches square and
+# cube the start, and the end multiplies them.
+LINEAR = {"linear_step_1": 4, "linear_step_2": 16, "linear_step_3": 256, "linear_step_4": 65536}
+DIAMOND = {"diamond_start": 4, "diamond_branch_b": 16, "diamond_branch_c": 64, "diamond_end": 1024}
 
 
 def _unavailable(reason: str) -> None:

@@ -55,8 +55,9 @@ def test_growing_policies_reach_the_cap_and_stay_there(
     # Given a delay that has reached the cap, every later attempt waits exactly the cap
     if delay(kind, base, cap, attempt) == cap:
         assert delay(kind, base, cap, attempt + 1) == cap
-    # and far enough out every growing policy reaches it (linear: base * attempt >= cap)
-    far = max(60, cap // base + 1)
+    # and far enough out every growing policy reaches it (2**59 and fib(60) exceed any
+    # 32-bit cap; linear needs base * attempt >= cap)
+    far = cap // base + 1 if kind == "linear" else 60
     assert delay(kind, base, cap, far) == cap
 
 

@@ -241,5 +241,14 @@ def test_compat_setting_from_the_environment_and_unknown_values() -> None:
 
 def test_the_shim_modules_list_what_they_export() -> None:
     shim = importlib.import_module("tasker.handlers.compat_tasker_core.step_handler.functional")
-    assert sorted(shim.__all__) == ["depends_on", "inputs", "step_handler"]
+    assert sorted(shim.__all__) == [
+        "BatchConfig",
+        "Decision",
+        "batch_analyzer",
+        "batch_worker",
+        "decision_handler",
+        "depends_on",
+        "inputs",
+        "step_handler",
+    ]
     assert textwrap.dedent(shim.__doc__ or "").startswith("`tasker_core.step_handler")

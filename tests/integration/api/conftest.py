@@ -25,7 +25,9 @@ from tasker.examples import TEMPLATE_DIRECTORY
 from tasker.handlers.worker import Worker
 from tasker.messaging.backends import broker_from_config
 from tasker.state.db import Database
+from tasker.state.repository import StateRepository
 from tasker.state.templates import load_template_directory
+from tasker.telemetry import logcontext
 from tasker.telemetry.metrics import PrometheusMetrics
 from tasker.telemetry.tracing import install_provider
 
@@ -52,9 +54,8 @@ class InProcessCluster:
 
     def serve(self, config: Config) -> str:
         """Serve the API of this cluster with `config` (e.g. auth settings) on its bind."""
-        services = ApiServices(
-            config, self.api_database, self.broker, self.orchestrator.repository, self.orchestrator
-        )
+        reads = StateRepository(self.api_database)
+        services = ApiServices(config, self.api_database, self.broker, reads, self.orchestrator)
         server = ApiServer(services)
         server.start()
         self.servers.append(server)
@@ -82,6 +83,7 @@ def api_cluster(
     make_database: Callable[[], str], spans: InMemorySpanExporter
 ) -> Iterator[InProcessCluster]:
     PrometheusMetrics.install()
+    logcontext.install()
     settings = {
         "database_url": make_database(),
         "broker": "pgmq",

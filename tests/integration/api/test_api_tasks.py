@@ -191,3 +191,42 @@ def test_the_openapi_document_describes_the_api(api_cluster: InProcessCluster) -
     assert {"/v1/tasks", "/v1/tasks/{task_uuid}", "/v1/dlq", "/health/ready"} <= set(
         document["paths"]
     )
+
+
+def test_task_creation_is_refused_with_retry_after_while_step_queues_are_too_deep(
+    api_cluster: InProcessCluster, client: TaskerClient
+) -> None:
+    from tasker.config import with_overrides
+    from tasker.messaging.messages import worker_queue
+    from tasker.state.templates import load_template_text
+
+    # Given a namespace whose queue nobody consumes, three messages deep, over a limit of 2
+    orchestrator = api_cluster.orchestrator
+    throttled = load_template_text(
+        "name: backlog\nnamespace_name: throttled\nversion: 1.0.0\n"
+        "steps:\n  - {name: only, handler: {callable: nobody.home}}\n"
+    )
+    orchestrator.repository.register_template(throttled)
+    api_cluster.broker.ensure_queue(worker_queue("throttled"))
+    api_cluster.broker.send_batch(worker_queue("throttled"), [b"{}"] * 3)
+    original = orchestrator.config
+    orchestrator.config = with_overrides(original, backpressure_queue_depth=2)
+    orchestrator._depth_checked_at = float("-inf")
+    try:
+        # When a client asks for a task
+        response = httpx.post(
+            f"{api_cluster.url}/v1/tasks",
+            json={
+                "namespace": "examples",
+                "name": "linear_workflow",
+                "context": {"even_number": 2},
+            },
+        )
+    finally:
+        orchestrator.config = original
+        orchestrator._depth_checked_at = float("-inf")
+
+    # Then it is told to come back later, and when
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "backpressure"
+    assert response.headers["Retry-After"] == str(original.backpressure_retry_after_seconds)

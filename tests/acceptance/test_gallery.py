@@ -1,0 +1,65 @@
+"""The example gallery end to end: orchestrator and worker processes on real PostgreSQL, on
+each broker. Every example must create exactly its expected steps and produce exact
+results; the batch example also runs at 10,000 rows (50 batches) and with none."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tasker.cli.cluster import LocalCluster
+from tasker.client import TaskerApiError, TaskerClient
+from tasker.examples import HANDLER_MODULES
+from tests.acceptance.conftest import BROKERS, RunningCluster, cluster_config
+from tests.gallery_expectations import GALLERY, batch_csv, check
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def gallery_cluster(
+    request: pytest.FixtureRequest, make_database: Callable[[], str]
+) -> Iterator[RunningCluster]:
+    config = cluster_config(request, request.param, make_database)
+    cluster = LocalCluster(config, namespaces="examples", handler_modules=HANDLER_MODULES)
+    client = TaskerClient(cluster.api_url)
+    with cluster:
+        yield RunningCluster(cluster, client)
+    client.close()
+    assert all(code == 0 for code in cluster.exit_codes.values()), cluster.exit_codes
+
+
+@pytest.mark.parametrize("example", sorted(GALLERY))
+def test_gallery_example_creates_its_steps_and_exact_results(
+    gallery_cluster: RunningCluster, example: str
+) -> None:
+    expected = GALLERY[example]
+    client = gallery_cluster.client
+
+    task = client.create_task("examples", expected.template, "1.0.0", expected.context)
+    view = client.wait(task, timeout=120)
+
+    check(expected, view.status, {step.name: step for step in view.steps})
+
+
+def test_a_10000_row_batch_completes_in_50_batches(gallery_cluster: RunningCluster) -> None:
+    expected = batch_csv(10_000)
+    client = gallery_cluster.client
+
+    task = client.create_task("examples", expected.template, "1.0.0", expected.context)
+    view = client.wait(task, timeout=300)
+
+    check(expected, view.status, {step.name: step for step in view.steps})
+    assert len(view.steps) == 52
+
+
+def test_a_context_that_breaks_the_input_schema_is_rejected_at_creation(
+    gallery_cluster: RunningCluster,
+) -> None:
+    client = gallery_cluster.client
+
+    with pytest.raises(TaskerApiError) as rejected:
+        client.create_task("examples", "conditional_approval", "1.0.0", {"amount": -5})
+
+    message = str(rejected.value)
+    assert "'requester' is a required property" in message
+    assert "context.amount" in message
