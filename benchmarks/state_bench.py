@@ -57,24 +57,28 @@ RESULT = {"rows": 17, "checksum": "9f2c"}
 WARMUP = 200
 
 # Clone a prototype task's rows for a batch of new ids (n-th task: tasks[n], steps
-# steps[4(n-1) + position + 1]), through jsonb so any column the schema gains is copied too.
+# steps[4(n-1) + position + 1]), through jsonb so any column the schema gains is copied too
+# (in a LATERAL: `(f(x)).*` would call f once per column).
 CLONE_TASKS = """
 INSERT INTO tasker.tasks
-SELECT (jsonb_populate_record(NULL::tasker.tasks, to_jsonb(p) || jsonb_build_object(
+SELECT r.*
+  FROM unnest(%(tasks)s::uuid[]) WITH ORDINALITY AS m(task_uuid, n)
+  JOIN tasker.tasks p ON p.task_uuid = %(prototype)s,
+       LATERAL jsonb_populate_record(NULL::tasker.tasks, to_jsonb(p) || jsonb_build_object(
            'task_uuid', m.task_uuid,
            'created_at', p.created_at - make_interval(secs => %(age)s - m.n),
            'updated_at', p.updated_at - make_interval(secs => %(age)s - m.n),
-           'completed_at', p.completed_at - make_interval(secs => %(age)s - m.n)))).*
-  FROM unnest(%(tasks)s::uuid[]) WITH ORDINALITY AS m(task_uuid, n), tasker.tasks p
- WHERE p.task_uuid = %(prototype)s
+           'completed_at', p.completed_at - make_interval(secs => %(age)s - m.n))) AS r
 """
 CLONE_STEPS = """
 INSERT INTO tasker.workflow_steps
-SELECT (jsonb_populate_record(NULL::tasker.workflow_steps, to_jsonb(s) || jsonb_build_object(
-           'step_uuid', (%(steps)s::uuid[])[(m.n - 1) * %(width)s + s.position + 1],
-           'task_uuid', m.task_uuid))).*
-  FROM unnest(%(tasks)s::uuid[]) WITH ORDINALITY AS m(task_uuid, n), tasker.workflow_steps s
- WHERE s.task_uuid = %(prototype)s
+SELECT r.*
+  FROM unnest(%(tasks)s::uuid[]) WITH ORDINALITY AS m(task_uuid, n)
+  JOIN tasker.workflow_steps s ON s.task_uuid = %(prototype)s,
+       LATERAL jsonb_populate_record(NULL::tasker.workflow_steps, to_jsonb(s)
+           || jsonb_build_object(
+                'step_uuid', (%(steps)s::uuid[])[(m.n - 1) * %(width)s + s.position + 1],
+                'task_uuid', m.task_uuid)) AS r
 """
 CLONE_EDGES = """
 INSERT INTO tasker.workflow_step_edges (from_step_uuid, to_step_uuid, task_uuid)
@@ -207,8 +211,32 @@ def bulk_load(
 # Measuring ------------------------------------------------------------------------------
 
 
-def summarize(samples_ns: list[int]) -> dict[str, float]:
-    ms = sorted(s / 1e6 for s in samples_ns)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by these (local) server processes, from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def timed(
+    samples: int, action: Callable[[int], None], backends: list[int], *, first: int = 0
+) -> dict[str, float]:
+    """Latencies of `action(first + i)`, with the CPU time the server and this client spent
+    on it: on a busy machine latency includes waiting for a core, CPU time does not."""
+    latencies = []
+    server_before, client_before = cpu_seconds(backends), time.process_time()
+    for i in range(samples):
+        start = time.perf_counter_ns()
+        action(first + i)
+        latencies.append(time.perf_counter_ns() - start)
+    server = cpu_seconds(backends) - server_before
+    client = time.process_time() - client_before
+    ms = sorted(s / 1e6 for s in latencies)
 
     def pct(p: float) -> float:
         return ms[min(len(ms) - 1, round(p * (len(ms) - 1)))]
@@ -220,16 +248,9 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
         "p99_ms": round(pct(0.99), 4),
         "max_ms": round(ms[-1], 4),
         "mean_ms": round(statistics.fmean(ms), 4),
+        "server_cpu_ms_per_op": round(1000 * server / samples, 4),
+        "client_cpu_ms_per_op": round(1000 * client / samples, 4),
     }
-
-
-def timed(samples: int, action: Callable[[int], None]) -> list[int]:
-    out = []
-    for i in range(samples):
-        start = time.perf_counter_ns()
-        action(i)
-        out.append(time.perf_counter_ns() - start)
-    return out
 
 
 def measure(
@@ -246,6 +267,11 @@ def measure(
     results: dict[str, dict[str, float]] = {}
     with psycopg.connect(url, autocommit=True) as connection:
         bare = UnitOfWork(connection)  # no BEGIN: each statement commits by itself
+        with database.transaction() as unit:  # the pool holds one connection
+            backends = [
+                connection.info.backend_pid,
+                unit.execute_sql("SELECT pg_backend_pid()")[0][0],
+            ]
 
         @contextmanager
         def statement() -> Iterator[UnitOfWork]:
@@ -265,8 +291,8 @@ def measure(
                 with begin() as unit:
                     unit.execute_sql("SELECT 1")
 
-            timed(WARMUP, select_1)
-            results[f"select_1_{way}"] = summarize(timed(samples, select_1))
+            timed(WARMUP, select_1, backends)
+            results[f"select_1_{way}"] = timed(samples, select_1, backends)
 
         # Step completion: claim the first step of pending tasks (not timed), then apply
         steps = [
@@ -305,10 +331,8 @@ def measure(
                     )
                 assert outcome.outcome == "applied" and len(outcome.ready_steps) == 1
 
-            timed(WARMUP, complete)
-            results[f"step_completion_{way}"] = summarize(
-                timed(samples, lambda i, complete=complete: complete(WARMUP + i))  # type: ignore[misc]
-            )
+            timed(WARMUP, complete, backends)
+            results[f"step_completion_{way}"] = timed(samples, complete, backends, first=WARMUP)
 
         # Task creation of the 4-step template
         for way, begin in ways.items():
@@ -322,8 +346,8 @@ def measure(
                     )
                 assert creation.created and len(creation.ready_steps) == 1
 
-            timed(WARMUP, create)
-            results[f"task_creation_{way}"] = summarize(timed(samples, create))
+            timed(WARMUP, create, backends)
+            results[f"task_creation_{way}"] = timed(samples, create, backends)
     return results
 
 
@@ -381,13 +405,15 @@ def markdown(results: dict[str, dict[str, float]]) -> str:
     floor = results["select_1_statement"]["p50_ms"]
     unit_floor = results["select_1_unit_of_work"]["p50_ms"]
     lines = [
-        "| operation | p50 ms | p99 ms | max ms | p50 / SELECT 1 | p50 / empty unit of work |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| operation | p50 ms | p99 ms | max ms | p50 / SELECT 1 | p50 / BEGIN+SELECT 1+COMMIT "
+        "| server CPU ms/op | client CPU ms/op |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in results.items():
         lines.append(
             f"| {name} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | {row['max_ms']:.3f} "
-            f"| {row['p50_ms'] / floor:.1f}x | {row['p50_ms'] / unit_floor:.1f}x |"
+            f"| {row['p50_ms'] / floor:.1f}x | {row['p50_ms'] / unit_floor:.1f}x "
+            f"| {row['server_cpu_ms_per_op']:.3f} | {row['client_cpu_ms_per_op']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -422,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     with fresh_database(args.keep) as url:
         migrate(url)
-        database = Database(url, min_size=1, max_size=2)
+        database = Database(url, min_size=1, max_size=1)
         repository = StateRepository(database)
         template = linear_template()
         registered = RegisteredTemplate(repository.register_template(template), template)

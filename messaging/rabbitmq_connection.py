@@ -267,8 +267,11 @@ class ThreadLinks:
         if not link.busy.acquire(blocking=False):
             return False
         try:
-            link.break_()
+            link.consumers.give_back(link)  # uncounted, unlike a requeue on close
+        except Exception:  # closing anyway: RabbitMQ requeues them
+            log.debug("returning buffered deliveries failed", exc_info=True)
         finally:
+            link.break_()
             link.release()
         self._forget(link)
         return True

@@ -29,8 +29,16 @@ TREE = Expectation(
     "tree_workflow",
     {"even_number": 2},
     frozenset(
-        ["tree_root", "tree_branch_left", "tree_branch_right", "tree_leaf_d", "tree_leaf_e"]
-        + ["tree_leaf_f", "tree_leaf_g", "tree_final_convergence"]
+        [
+            "tree_root",
+            "tree_branch_left",
+            "tree_branch_right",
+            "tree_leaf_d",
+            "tree_leaf_e",
+            "tree_leaf_f",
+            "tree_leaf_g",
+            "tree_final_convergence",
+        ]
     ),
     _power_results(
         {"tree_root": 4, "tree_branch_left": 16, "tree_branch_right": 16, "tree_leaf_d": 256}
@@ -43,8 +51,15 @@ MIXED_DAG = Expectation(
     "mixed_dag_workflow",
     {"even_number": 2},
     frozenset(
-        ["dag_init", "dag_process_left", "dag_process_right", "dag_validate", "dag_transform"]
-        + ["dag_analyze", "dag_finalize"]
+        [
+            "dag_init",
+            "dag_process_left",
+            "dag_process_right",
+            "dag_validate",
+            "dag_transform",
+            "dag_analyze",
+            "dag_finalize",
+        ]
     ),
     _power_results(
         {"dag_init": 4, "dag_process_left": 16, "dag_process_right": 64, "dag_validate": 1024}
@@ -58,13 +73,15 @@ def approval(amount: int, approvers: list[str], route_type: str) -> Expectation:
     branches["finance"] = "finance_review"
     created = [branches[a] for a in approvers]
     final = {"approved": True, "approvers": approvers, "route_type": route_type, "amount": amount}
+    branch_results = {
+        name: {"approved": True, "approver": approver, "amount": amount}
+        for approver, name in zip(approvers, created, strict=True)
+    }
     return Expectation(
         "conditional_approval",
         {"amount": amount, "requester": "ada", "purpose": "laptop"},
         frozenset(["validate_request", "routing_decision", *created, "finalize_approval"]),
-        {"finalize_approval": final}
-        | {name: {"approved": True, "approver": a, "amount": amount} for a, name in
-           zip(approvers, created, strict=True)},  # fmt: skip
+        {"finalize_approval": final} | branch_results,
     )
 
 
@@ -138,9 +155,16 @@ DATA_PIPELINE = Expectation(
     "data_pipeline",
     {"days": 7},
     frozenset(
-        ["extract_sales", "extract_inventory", "extract_customers", "transform_sales"]
-        + ["transform_inventory", "transform_customers", "aggregate_metrics"]
-        + ["generate_insights"]
+        [
+            "extract_sales",
+            "extract_inventory",
+            "extract_customers",
+            "transform_sales",
+            "transform_inventory",
+            "transform_customers",
+            "aggregate_metrics",
+            "generate_insights",
+        ]
     ),
     {"aggregate_metrics": PIPELINE_METRICS},
 )

@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tasker.cli.cluster import LocalCluster
+from tasker.cli.commands import register_templates
 from tasker.client import TaskerApiError, TaskerClient
 from tasker.examples import HANDLER_MODULES
+from tasker.state.templates import HandlerDefinition, StepDefinition, TaskTemplate
 from tests.acceptance.conftest import BROKERS, RunningCluster, cluster_config
 from tests.gallery_expectations import GALLERY, batch_csv, check
 
@@ -63,3 +65,38 @@ def test_a_context_that_breaks_the_input_schema_is_rejected_at_creation(
     message = str(rejected.value)
     assert "'requester' is a required property" in message
     assert "context.amount" in message
+
+
+def fan_out_fan_in(width: int) -> TaskTemplate:
+    """root -> `width` parallel leaves -> one sink joining them all (width + 2 steps)."""
+    leaves = tuple(f"leaf_{i:04d}" for i in range(width))
+    power = "examples.math.power"
+    steps = (
+        StepDefinition("root", HandlerDefinition(power, initialization={"exponent": 1})),
+        *(
+            StepDefinition(
+                leaf,
+                HandlerDefinition(power, initialization={"input": "root", "exponent": 1}),
+                dependencies=("root",),
+            )
+            for leaf in leaves
+        ),
+        StepDefinition(
+            "sink",
+            HandlerDefinition("examples.math.sum", initialization={"inputs": list(leaves)}),
+            dependencies=leaves,
+        ),
+    )
+    return TaskTemplate(f"fan_{width}", "examples", "1.0.0", steps)
+
+
+def test_a_1000_step_fan_out_fan_in_completes(gallery_cluster: RunningCluster) -> None:
+    register_templates(gallery_cluster.config, [fan_out_fan_in(1000)])
+    client = gallery_cluster.client
+
+    task = client.create_task("examples", "fan_1000", "1.0.0", {"even_number": 2})
+    view = client.wait(task, timeout=300)
+
+    assert view.status == "complete"
+    assert len(view.steps) == 1002
+    assert {step.name: step for step in view.steps}["sink"].results == {"result": 2000}

@@ -39,6 +39,13 @@ def pgmq_database_url(make_database: Callable[[], str]) -> str:
     return make_database()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_vhost_url(make_vhost: Callable[[], str]) -> str:
+    """One fresh virtual host for the session's RabbitMQ tests, deleted with its queues at
+    the end: contract tests leave queues behind, and a server's file handles are finite."""
+    return make_vhost()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -50,7 +57,7 @@ def backend_url(backend: str, request: pytest.FixtureRequest) -> str:
     if backend == "pgmq":
         return str(request.getfixturevalue("pgmq_database_url"))
     if backend == "rabbitmq":
-        return str(request.getfixturevalue("rabbitmq_url"))
+        return str(request.getfixturevalue("rabbitmq_vhost_url"))
     return "memory://"
 
 

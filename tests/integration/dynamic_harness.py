@@ -17,7 +17,7 @@ from tasker.state.dispatch import DispatchStep, claim_for_dispatch
 from tasker.state.dynamic import DynamicSteps
 from tasker.state.records import ResultOutcome
 from tasker.state.repository import RegisteredTemplate, StateRepository, TaskSpec
-from tasker.state.templates import load_template_text
+from tasker.state.templates import TaskTemplate, load_template_text
 
 
 @dataclass
@@ -30,7 +30,11 @@ class Engine:
         self.dynamic = DynamicSteps(self.repository)
 
     def register(self, yaml_text: str) -> RegisteredTemplate:
-        template = load_template_text(yaml_text.replace("VERSION", f"1.0.{uuid.uuid4().int % 10**6}"))
+        version = f"1.0.{uuid.uuid4().int % 10**6}"  # each test its own template version
+        template = load_template_text(yaml_text.replace("VERSION", version))
+        return RegisteredTemplate(self.repository.register_template(template), template)
+
+    def register_template(self, template: TaskTemplate) -> RegisteredTemplate:
         return RegisteredTemplate(self.repository.register_template(template), template)
 
     def create(self, registered: RegisteredTemplate, **context: Any) -> UUID:
@@ -50,9 +54,13 @@ class Engine:
         return {entry.step.name: entry for entry in claimed}
 
     def report(
-        self, entry: DispatchStep, result: Any = None, *, error: dict[str, Any] | None = None,
+        self,
+        entry: DispatchStep,
+        result: Any = None,
+        *,
+        error: dict[str, Any] | None = None,
         checkpoint: dict[str, Any] | None = None,
-    ) -> ResultOutcome:  # fmt: skip
+    ) -> ResultOutcome:
         """Report one attempt: success with `result`, a failure `error`, or a checkpoint."""
         step = entry.step
         now = datetime.now(UTC)
@@ -62,16 +70,26 @@ class Engine:
             )
             if checkpoint is not None:
                 outcome = self.dynamic.checkpoint(
-                    unit, step_uuid=step.step_uuid, fence=step.fence, checkpoint=checkpoint,
-                    started_at=now, finished_at=now, worker_id="test",
-                )  # fmt: skip
+                    unit,
+                    step_uuid=step.step_uuid,
+                    fence=step.fence,
+                    checkpoint=checkpoint,
+                    started_at=now,
+                    finished_at=now,
+                    worker_id="test",
+                )
             else:
                 outcome = self.repository.apply_step_result(
-                    unit, step_uuid=step.step_uuid, fence=step.fence,
-                    success=error is None and kind.problem is None, result=result,
+                    unit,
+                    step_uuid=step.step_uuid,
+                    fence=step.fence,
+                    success=error is None and kind.problem is None,
+                    result=result,
                     error=kind.failure() if kind.problem else error,
-                    started_at=now, finished_at=now, worker_id="test",
-                )  # fmt: skip
+                    started_at=now,
+                    finished_at=now,
+                    worker_id="test",
+                )
             outcome = self.dynamic.follow_up(unit, kind, outcome)
         self.ready.extend(outcome.ready_steps)
         if outcome.finalize and outcome.task_uuid is not None:
