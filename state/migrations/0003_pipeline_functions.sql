@@ -64,8 +64,9 @@ END
 $$;
 
 -- Claims the given steps that are still ready: each moves to enqueued with its attempt
--- counted (the attempt number is the fence a result must match). Steps that are no longer
--- ready, or locked by another orchestrator, are skipped, so racing claims enqueue once.
+-- and dispatch counted (the dispatch count is the fence a result must match). A claim
+-- waits for a task another transaction holds (never skips it: the skipped steps would
+-- wait for a sweep), then re-checks readiness, so racing claims enqueue a step once.
 -- Returns what a worker needs to run each claimed step. p_published says whether the
 -- message commits with this transaction (transactional broker) or is published after it.
 CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_published boolean)
@@ -85,7 +86,7 @@ BEGIN
            AND t.status NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
            AND t.failed_steps = 0
          ORDER BY t.task_uuid
-           FOR UPDATE SKIP LOCKED
+           FOR UPDATE
     LOOP
         FOR v_step IN
             SELECT s.step_uuid, s.state, s.attempts FROM tasker.workflow_steps s
@@ -216,11 +217,15 @@ BEGIN
            AND s.attempts < s.max_attempts THEN
             v_final := 'waiting_for_retry';
             -- Clamped to [0, cap] before the integer cast: a huge Retry-After (days, or an
-            -- epoch timestamp) must wait the cap, not fail the whole result.
+            -- epoch timestamp) must wait the cap, not fail the whole result. (No request
+            -- stays NULL: least/greatest would turn it into a bound.)
             v_requested := round((p_error->>'retry_after_seconds')::numeric * 1000);
+            IF v_requested IS NOT NULL THEN
+                v_requested := least(greatest(v_requested, 0), s.max_backoff_ms);
+            END IF;
             v_retry_at := clock_timestamp() + make_interval(secs => tasker.backoff_delay_ms(
                 s.backoff, s.backoff_base_ms, s.max_backoff_ms, s.attempts, p_jitter, p_spread,
-                least(greatest(v_requested, 0), s.max_backoff_ms)::integer) / 1000.0);
+                v_requested::integer) / 1000.0);
         ELSE
             v_final := 'error';
         END IF;

@@ -1,6 +1,7 @@
 -- Dynamic steps: steps created at runtime by decision and batchable outcomes, batch worker
 -- instances bounded by their batch's parallelism, and checkpoints of long batch workers.
--- Only new functions here; the hot-path functions of 0002/0003/0005 are called, not changed.
+-- New functions, plus two redefinitions of 0002 helpers for linear fan-in/fan-out cost:
+-- parents_satisfied reads a kept count, ancestor_results walks edges by index.
 
 -- template_step: the template step an instance was made from (`process_batch` for
 -- `process_batch_003`); NULL means the step's own name. inputs: what this instance alone
@@ -12,6 +13,111 @@ ALTER TABLE tasker.workflow_steps
     ADD COLUMN IF NOT EXISTS batch_step_uuid uuid;
 CREATE INDEX IF NOT EXISTS steps_batch_idx ON tasker.workflow_steps (batch_step_uuid)
     WHERE batch_step_uuid IS NOT NULL;
+
+-- Fan-in readiness in O(1): each step counts its parents that are not complete (or
+-- resolved). The old parents_satisfied scanned every parent, so a step joining N parents
+-- cost O(N) per parent result, O(N^2) per task (a 5,000-step fan-in took minutes).
+-- Triggers keep the count: edges inserted add their unsatisfied parents; a parent entering
+-- (or leaving) a satisfying state updates its children, O(children) once per parent.
+ALTER TABLE tasker.workflow_steps
+    ADD COLUMN IF NOT EXISTS pending_parents integer NOT NULL DEFAULT 0;
+
+UPDATE tasker.workflow_steps s SET pending_parents = x.unsatisfied
+  FROM (SELECT e.to_step_uuid, count(*) AS unsatisfied
+          FROM tasker.workflow_step_edges e
+          JOIN tasker.workflow_steps p ON p.step_uuid = e.from_step_uuid
+         WHERE p.state NOT IN ('complete', 'resolved_manually')
+         GROUP BY e.to_step_uuid) x
+ WHERE s.step_uuid = x.to_step_uuid;
+
+CREATE OR REPLACE FUNCTION tasker.count_new_edges() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE tasker.workflow_steps c SET pending_parents = c.pending_parents + n.unsatisfied
+      FROM (SELECT e.to_step_uuid, count(*) AS unsatisfied
+              FROM new_edges e
+              JOIN tasker.workflow_steps p ON p.step_uuid = e.from_step_uuid
+             WHERE p.state NOT IN ('complete', 'resolved_manually')
+             GROUP BY e.to_step_uuid) n
+     WHERE c.step_uuid = n.to_step_uuid;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS workflow_step_edges_count_parents ON tasker.workflow_step_edges;
+CREATE TRIGGER workflow_step_edges_count_parents
+    AFTER INSERT ON tasker.workflow_step_edges
+    REFERENCING NEW TABLE AS new_edges
+    FOR EACH STATEMENT EXECUTE FUNCTION tasker.count_new_edges();
+
+CREATE OR REPLACE FUNCTION tasker.count_satisfied_parent() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_was boolean := OLD.state IN ('complete', 'resolved_manually');
+    v_is boolean := NEW.state IN ('complete', 'resolved_manually');
+BEGIN
+    IF v_was = v_is THEN
+        RETURN NULL;
+    END IF;
+    UPDATE tasker.workflow_steps c
+       SET pending_parents = c.pending_parents + CASE WHEN v_is THEN -1 ELSE 1 END
+      FROM tasker.workflow_step_edges e
+     WHERE e.from_step_uuid = NEW.step_uuid AND c.step_uuid = e.to_step_uuid;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS workflow_steps_count_parents ON tasker.workflow_steps;
+CREATE TRIGGER workflow_steps_count_parents
+    AFTER UPDATE OF state ON tasker.workflow_steps
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION tasker.count_satisfied_parent();
+
+-- REDEFINES tasker.parents_satisfied of 0002 (same signature, same meaning): read the
+-- kept count instead of scanning the parents.
+CREATE OR REPLACE FUNCTION tasker.parents_satisfied(p_step uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN coalesce(
+        (SELECT s.pending_parents = 0 FROM tasker.workflow_steps s WHERE s.step_uuid = p_step),
+        true);
+END
+$$;
+
+-- A step's parents, one index lookup. Not inlined (plpgsql), so the planner takes its
+-- ROWS estimate: see ancestor_results.
+CREATE OR REPLACE FUNCTION tasker.parents_of(p_step uuid) RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE ROWS 2 AS $$
+BEGIN
+    RETURN QUERY SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
+                  WHERE e.to_step_uuid = p_step;
+END
+$$;
+
+-- REDEFINES tasker.ancestor_results of 0002 (same signature, same result). Without fresh
+-- statistics its generic plan guessed 50 parents per step, so the recursion was estimated
+-- at ~250,000 rows: a UNION hash table sized for that on every call, JIT compilation, and
+-- a sequential scan of workflow_steps (every task's steps) for the results. 3-20 ms per
+-- claimed step with 5,000 steps in the table: claiming N steps cost O(N x table). Here
+-- each hop is `parents_of` (estimated 2 rows) and the results are read by primary key.
+CREATE OR REPLACE FUNCTION tasker.ancestor_results(p_step uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_ancestors uuid[];
+    v_results jsonb;
+BEGIN
+    WITH RECURSIVE ancestors(step_uuid) AS (
+        SELECT parent FROM tasker.parents_of(p_step) parent
+        UNION
+        SELECT parent FROM ancestors a CROSS JOIN LATERAL tasker.parents_of(a.step_uuid) parent
+    )
+    SELECT array_agg(a.step_uuid) INTO v_ancestors FROM ancestors a;
+    SELECT coalesce(jsonb_object_agg(s.name, s.results), '{}') INTO v_results
+      FROM tasker.workflow_steps s
+     WHERE s.step_uuid = ANY (v_ancestors) AND s.state IN ('complete', 'resolved_manually');
+    RETURN v_results;
+END
+$$;
 
 -- One row per batch a batchable step's outcome created: how its workers may run.
 CREATE TABLE IF NOT EXISTS tasker.step_batches (

@@ -85,10 +85,6 @@ def test_two_orchestrators_and_four_workers_complete_every_task(
             alive = all(process.poll() is None for process in cluster.processes)
         finally:
             client.close()
-    assert len(set(ids)) == TASKS
-    assert complete == TASKS, f"{complete}/{TASKS} complete after {seconds:.0f}s"
-    assert alive, "a process died during the run"
-    assert all(code == 0 for code in cluster.exit_codes.values()), cluster.exit_codes
     result = {
         "broker": broker,
         "orchestrators": ORCHESTRATORS,
@@ -102,11 +98,16 @@ def test_two_orchestrators_and_four_workers_complete_every_task(
         "steps_per_second": round(TASKS * 4 / seconds, 1),
     }
     print(
-        f"\nscale-out {broker}: {TASKS} tasks ({TASKS * 4} steps) on {ORCHESTRATORS} "
-        f"orchestrators + {WORKERS} workers in {seconds:.1f}s = "
-        f"{result['tasks_per_second']} tasks/s (submitting took {submitted:.1f}s)"
+        f"\nscale-out {broker}: {complete}/{TASKS} tasks ({TASKS * 4} steps) complete on "
+        f"{ORCHESTRATORS} orchestrators + {WORKERS} workers in {seconds:.1f}s = "
+        f"{result['tasks_per_second']} tasks/s (submitting took {submitted:.1f}s); "
+        f"exit codes {sorted(cluster.exit_codes.values())}"
     )
+    assert len(set(ids)) == TASKS
+    assert complete == TASKS, f"{complete}/{TASKS} complete after {seconds:.0f}s"
     _record(result)
+    assert alive, "a process died during the run"
+    assert all(code == 0 for code in cluster.exit_codes.values()), cluster.exit_codes
 
 
 def _record(result: dict[str, Any]) -> None:

@@ -284,7 +284,9 @@ def test_isolate_sets_a_failed_worker_aside_and_the_batch_completes(engine: Engi
 
 def test_a_batch_outcome_without_ranges_fails_the_batchable_step(engine: Engine) -> None:
     task = engine.create(engine.register(batch_template("fail_fast", 1)))
-    bad = {"batch_processing_outcome": {"type": "create_batches", "cursor_configs": []}}
+    bad: dict[str, object] = {
+        "batch_processing_outcome": {"type": "create_batches", "cursor_configs": []}
+    }
 
     run_to(engine, task, "analyze", bad)
 

@@ -99,3 +99,31 @@ def test_gallery_example_produces_its_expected_steps_and_results(
     task = runner.run(expected)
 
     check(expected, runner.engine.status(task), runner.engine.steps(task))
+
+
+def test_environment_overrides_reach_the_created_steps(runner: GalleryRunner) -> None:
+    engine = runner.engine
+    by_env = {
+        env: {t.name: t for t in load_template_directory(TEMPLATE_DIRECTORY, env=env)}
+        for env in ("test", "production")
+    }
+    timeouts: dict[str, dict[str, float | None]] = {}
+    for env, templates in by_env.items():
+        template = templates["conditional_approval"]
+        registered = engine.register_template(
+            msgspec.structs.replace(template, version=f"1.0.{len(timeouts) + 90}")
+        )
+        task = engine.create(registered, amount=10, requester="ada")
+        timeouts[env] = _step_timeouts(engine, task)
+
+    assert timeouts["test"] == {"validate_request": 10.0, "routing_decision": 10.0}
+    assert timeouts["production"] == {"validate_request": None, "routing_decision": None}
+
+
+def _step_timeouts(engine: Engine, task: UUID) -> dict[str, float | None]:
+    with engine.repository.database.transaction() as unit:
+        rows = unit.execute_sql(
+            "SELECT name, timeout_seconds FROM tasker.workflow_steps WHERE task_uuid = %s",
+            (task,),
+        )
+    return {row[0]: row[1] for row in rows}

@@ -416,3 +416,20 @@ def test_a_requested_delay_beyond_the_integer_range_waits_the_cap(
     assert outcome.next_retry_at is not None
     waited = (outcome.next_retry_at - before).total_seconds()
     assert expected_delay_seconds - 0.5 <= waited <= expected_delay_seconds + 5
+
+
+def test_without_a_requested_delay_a_retry_waits_the_policy_s_backoff(
+    repository: StateRepository,
+) -> None:
+    # Given a step with exponential backoff from 60 s (jitter 10 %)
+    template = build_template([[]], retry=[retry_policy(backoff="exponential")])
+    task = create_task(repository, register(repository, template))
+    (claimed,) = claim(repository, task.steps["s00"])
+    before = datetime.now(UTC)
+    # When its first attempt fails, retryably, with no Retry-After
+    outcome = apply(repository, claimed, success=False, error={"message": "flaky"})
+    # Then it waits 54-60 s, and is not ready before then
+    assert outcome.next_retry_at is not None
+    waited = (outcome.next_retry_at - before).total_seconds()
+    assert 54 - 0.5 <= waited <= 60 + 5
+    assert claim(repository, task.steps["s00"]) == []
