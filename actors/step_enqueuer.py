@@ -68,6 +68,7 @@ class StepEnqueuer(GuardedActor):
         self.database = database
         self.repository = repository
         self._known_queues: set[str] = set()
+        self._events: dict[tuple[str, str, str], dict[str, tuple[Any, ...]]] = {}
         self.catalog = TemplateCatalog(repository)  # for each step's `publishes_events`
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
@@ -116,9 +117,12 @@ class StepEnqueuer(GuardedActor):
 
     def _events_of(self, step: ClaimedStep) -> tuple[Any, ...]:
         """The domain events the step's template declares (none for generated steps)."""
-        template = self.catalog.get(step.namespace, step.task_name, step.task_version).template
-        found = (s.publishes_events for s in template.steps if s.name == step.name)
-        return next(found, ())
+        key = (step.namespace, step.task_name, step.task_version)
+        if key not in self._events:
+            template = self.catalog.get(*key).template
+            # Indexed once per template: a scan per step is quadratic for large templates.
+            self._events[key] = {s.name: s.publishes_events for s in template.steps}
+        return self._events[key].get(step.name, ())
 
     def _ensure(self, queue: str) -> None:
         if queue not in self._known_queues:

@@ -35,12 +35,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _TYPE_NAMES = {"array": "list", "object": "mapping", "null": "nothing"}
 
 
+# libyaml's C loader when present: the pure-Python one takes seconds on large templates.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_template_text(
     text: str, *, source: str = "<string>", env: str | None = None
 ) -> TaskTemplate:
     """Parse, check and return one template from YAML text; `source` names it in errors."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise TemplateError([TemplateProblem(source, None, None, f"invalid YAML: {exc}")]) from exc
     return template_from_mapping(document, source=source, env=env)
