@@ -31,6 +31,8 @@ from tasker.messaging.messages import (
     worker_queue,
 )
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
 NS = "orders"
 QUEUE = worker_queue(NS)
 calls: dict[str, int] = {}
@@ -158,7 +160,7 @@ def step(handler: str = "add", **overrides: Any) -> StepMessage:
         "retryable": True,
         "input_data": {"a": 2, "b": 3},
         "correlation_id": "corr-7",
-        "trace_context": {"traceparent": "00-trace-span-01"},
+        "trace_context": {"traceparent": TRACEPARENT},
     }
     fields.update(overrides)
     return StepMessage(**fields)
@@ -214,7 +216,9 @@ def test_success_reaches_the_results_queue_with_every_field(broker: InMemoryBrok
     assert result.metadata == {"m": 1}
     assert result.error is None
     assert result.correlation_id == "corr-7"
-    assert result.trace_context == {"traceparent": "00-trace-span-01"}
+    # The trace continues: same trace id (the span id is the worker's own span when a
+    # tracer provider is installed, or the caller's when none is).
+    assert result.trace_context["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1]
     assert result.worker_id == worker_id
     host, pid, short = worker_id.split(":")
     assert (int(pid), len(short)) == (os.getpid(), 8) and host
