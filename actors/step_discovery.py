@@ -81,13 +81,18 @@ class StepDiscovery(GuardedActor):
             self.retry_due(RetryDue(upcoming))
 
     def _resume_interrupted_tasks(self) -> None:
-        for task_uuid, status in self.repository.unfinished_tasks_needing_attention():
+        # Only tasks idle for several sweeps: a task merely waiting its turn in a busy
+        # enqueuer must not be announced again (that feeds back into the backlog).
+        stalled = self.repository.unfinished_tasks_needing_attention(3 * self.sweep_interval)
+        to_resume = []
+        for task_uuid, status in stalled:
             if status in ("evaluating_results", "blocked_by_failures"):
                 self.finalizer.tell(FinalizeTask(task_uuid))
             else:
-                ready = self.repository.ready_steps_of(task_uuid)
-                if ready:
-                    self.enqueuer.tell(EnqueueSteps(tuple(ready)))
+                to_resume.append(task_uuid)
+        ready = self.repository.ready_steps_of_tasks(to_resume) if to_resume else []
+        if ready:
+            self.enqueuer.tell(EnqueueSteps(tuple(ready)))
 
     def _fail_stale_tasks(self) -> None:
         for task_uuid in self.repository.fail_stale_tasks(self.staleness):

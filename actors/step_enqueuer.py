@@ -10,6 +10,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -62,6 +63,16 @@ def step_message(
     )
 
 
+#: Steps claimed per transaction at most (a flush of more is split).
+_MAX_CLAIM = 500
+
+
+class _Flush(msgspec.Struct, frozen=True):
+    """Claim everything collected so far (the enqueuer tells itself this)."""
+
+    trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class StepEnqueuer(GuardedActor):
     def __init__(self, broker: Broker, database: Database, repository: StateRepository) -> None:
         super().__init__(broker)
@@ -70,9 +81,29 @@ class StepEnqueuer(GuardedActor):
         self._known_queues: set[str] = set()
         self._events: dict[tuple[str, str, str], dict[str, tuple[Any, ...]]] = {}
         self.catalog = TemplateCatalog(repository)  # for each step's `publishes_events`
+        self._pending: dict[UUID, None] = {}  # ordered set of steps awaiting the next flush
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
-        return {EnqueueSteps: self.enqueue, RepublishUnconfirmed: self.republish}
+        return {
+            EnqueueSteps: self.collect,
+            _Flush: self.flush,
+            RepublishUnconfirmed: self.republish,
+        }
+
+    def collect(self, message: EnqueueSteps) -> None:
+        """Gather steps to claim; the claim happens at the next flush.
+
+        The flush message queues behind every EnqueueSteps already waiting, so under load
+        one claim (one transaction) covers them all; when idle it follows at once.
+        """
+        if not self._pending:
+            self.actor_ref.tell(_Flush(message.trace_context))
+        self._pending.update(dict.fromkeys(message.step_uuids))
+
+    def flush(self, message: _Flush) -> None:
+        steps, self._pending = tuple(self._pending), {}
+        for start in range(0, len(steps), _MAX_CLAIM):
+            self.enqueue(EnqueueSteps(steps[start : start + _MAX_CLAIM], message.trace_context))
 
     def enqueue(self, message: EnqueueSteps) -> None:
         transactional = self.broker.transactional

@@ -54,14 +54,17 @@ TASKS_NEEDING_ATTENTION = """
 SELECT task_uuid, status FROM tasker.tasks
  WHERE status IN ('enqueuing_steps', 'evaluating_results', 'blocked_by_failures',
                   'waiting_for_dependencies')
-   AND updated_at < clock_timestamp() - interval '2 seconds'
+   AND updated_at < clock_timestamp() - make_interval(secs => %s)
  ORDER BY updated_at LIMIT %s
 """
 
-READY_STEPS_OF_TASK = """
+# The ready steps of many tasks at once: one query, one claim, however many tasks a sweep
+# resumes (a claim per task would flood the enqueuer when many tasks wait).
+READY_STEPS_OF_TASKS = """
 SELECT s.step_uuid FROM tasker.workflow_steps s
- WHERE s.task_uuid = %s AND s.state = 'pending' AND tasker.parents_satisfied(s.step_uuid)
- ORDER BY s.position
+ WHERE s.task_uuid = ANY (%s::uuid[]) AND s.state = 'pending'
+   AND tasker.parents_satisfied(s.step_uuid)
+ ORDER BY s.task_uuid, s.position
 """
 
 GET_TASK = """

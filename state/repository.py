@@ -238,11 +238,19 @@ class StateRepository:
         with self.database.transaction() as unit:
             return unit.execute_sql(queries.NEXT_RETRY_AT)[0][0]  # type: ignore[no-any-return]
 
-    def unfinished_tasks_needing_attention(self, limit: int = 500) -> list[tuple[UUID, str]]:
+    def unfinished_tasks_needing_attention(
+        self, older_than_seconds: float, limit: int = 500
+    ) -> list[tuple[UUID, str]]:
         """Active tasks left mid-pipeline (e.g. by a crash): ready work or finalization."""
         with self.database.transaction() as unit:
-            rows = unit.execute_sql(queries.TASKS_NEEDING_ATTENTION, (limit,))
+            rows = unit.execute_sql(queries.TASKS_NEEDING_ATTENTION, (older_than_seconds, limit))
         return [(row[0], row[1]) for row in rows]
+
+    def ready_steps_of_tasks(self, task_uuids: Sequence[UUID]) -> list[UUID]:
+        """The steps of these tasks that could run now, in one query."""
+        with self.database.transaction() as unit:
+            rows = unit.execute_sql(queries.READY_STEPS_OF_TASKS, (list(task_uuids),))
+        return [row[0] for row in rows]
 
     def fail_stale_tasks(self, limits: StalenessLimits, limit: int = 100) -> list[UUID]:
         """Move tasks stuck beyond their limits to error, each with a DLQ entry."""
@@ -262,12 +270,6 @@ class StateRepository:
             if row[0][0]:
                 failed.append(task_uuid)
         return failed
-
-    def ready_steps_of(self, task_uuid: UUID) -> list[UUID]:
-        with self.database.transaction() as unit:
-            return [row[0] for row in unit.execute_sql(queries.READY_STEPS_OF_TASK, (task_uuid,))]
-
-    # Guarded transitions -------------------------------------------------------------------
 
     def transition_task(
         self, unit: UnitOfWork, task_uuid: UUID, target: TaskState, **metadata: Any
