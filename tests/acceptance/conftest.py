@@ -55,14 +55,22 @@ class RunningCluster:
         self.config = cluster.config
 
 
-@pytest.fixture(scope="module", params=BROKERS)
-def example_cluster(
-    request: pytest.FixtureRequest, make_database: Callable[[], str]
+def running_cluster(
+    request: pytest.FixtureRequest, make_database: Callable[[], str], handler_modules: str
 ) -> Iterator[RunningCluster]:
+    """A cluster serving the `examples` namespace on the fixture's broker; every process
+    must exit 0 when it stops."""
     config = cluster_config(request, request.param, make_database)
-    cluster = LocalCluster(config, namespaces="examples", handler_modules=EXAMPLE_HANDLERS)
+    cluster = LocalCluster(config, namespaces="examples", handler_modules=handler_modules)
     client = TaskerClient(cluster.api_url)
     with cluster:
         yield RunningCluster(cluster, client)
     client.close()
     assert all(code == 0 for code in cluster.exit_codes.values()), cluster.exit_codes
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def example_cluster(
+    request: pytest.FixtureRequest, make_database: Callable[[], str]
+) -> Iterator[RunningCluster]:
+    yield from running_cluster(request, make_database, EXAMPLE_HANDLERS)

@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tasker.cli.cluster import LocalCluster
 from tasker.cli.commands import register_templates
-from tasker.client import TaskerApiError, TaskerClient
+from tasker.client import TaskerApiError
 from tasker.examples import HANDLER_MODULES
 from tasker.state.templates import HandlerDefinition, StepDefinition, TaskTemplate
-from tests.acceptance.conftest import BROKERS, RunningCluster, cluster_config
+from tests.acceptance.conftest import BROKERS, RunningCluster, running_cluster
 from tests.gallery_expectations import GALLERY, batch_csv, check
 
 
@@ -21,13 +20,7 @@ from tests.gallery_expectations import GALLERY, batch_csv, check
 def gallery_cluster(
     request: pytest.FixtureRequest, make_database: Callable[[], str]
 ) -> Iterator[RunningCluster]:
-    config = cluster_config(request, request.param, make_database)
-    cluster = LocalCluster(config, namespaces="examples", handler_modules=HANDLER_MODULES)
-    client = TaskerClient(cluster.api_url)
-    with cluster:
-        yield RunningCluster(cluster, client)
-    client.close()
-    assert all(code == 0 for code in cluster.exit_codes.values()), cluster.exit_codes
+    yield from running_cluster(request, make_database, HANDLER_MODULES)
 
 
 @pytest.mark.parametrize("example", sorted(GALLERY))
