@@ -53,11 +53,11 @@ class GuardedActor(pykka.ThreadingActor):
             return HandlingFailed(f"{type(exc).__name__}: {exc}")
 
     def _give_back(self, message: Any) -> None:
-        delivery = getattr(message, "delivery", None)
-        if delivery is None:
-            return
-        try:
-            self.broker.nack(delivery, delay=RETRY_DELAY_SECONDS)
-        except Exception:
-            # The visibility timeout will return it anyway; nothing is lost.
-            log.exception("could not hand a delivery back; it reappears after its timeout")
+        """Offer the message's deliveries again later (a batch message carries several)."""
+        single = getattr(message, "delivery", None)
+        for delivery in getattr(message, "deliveries", (single,) if single else ()):
+            try:
+                self.broker.nack(delivery, delay=RETRY_DELAY_SECONDS)
+            except Exception:
+                # The visibility timeout will return it anyway; nothing is lost.
+                log.exception("could not hand a delivery back; it reappears after its timeout")

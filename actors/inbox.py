@@ -1,9 +1,11 @@
 """Inbox pumps: threads that move messages from an orchestration queue to an actor.
 
 A pump never holds more deliveries than its limit: it asks its actor without blocking and
-waits for the oldest reply once the limit is reached. While a delivery waits in a mailbox
-or is being handled, the pump renews its visibility, so a slow stretch never lets it
-reappear on the queue and be handled twice.
+waits for the oldest reply once the limit is reached. A pump given `group` hands each
+receive's deliveries to its actor as one message, so the actor can handle a burst in one
+transaction (a quiet queue still yields batches of one, at once). While a delivery waits
+in a mailbox or is being handled, the pump renews its visibility, so a slow stretch never
+lets it reappear on the queue and be handled twice.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Builds the actor message for a decoded wire message, or None if it does not belong here.
 Translate = Callable[[Delivery, AnyMessage], ActorMessage | None]
+#: Builds one actor message from the translated messages of one receive.
+Group = Callable[[list[ActorMessage]], ActorMessage]
 
 
 class InboxPump(threading.Thread):
@@ -38,6 +42,7 @@ class InboxPump(threading.Thread):
         max_in_flight: int,
         visibility_timeout: float,
         wait: float,
+        group: Group | None = None,
     ) -> None:
         super().__init__(name=f"inbox-{queue}", daemon=True)
         self.broker = broker
@@ -47,6 +52,7 @@ class InboxPump(threading.Thread):
         self.max_in_flight = max_in_flight
         self.visibility_timeout = visibility_timeout
         self.wait = wait
+        self.group = group
         self._stopping = threading.Event()
         self._in_flight: deque[_Pending] = deque()
 
@@ -77,15 +83,23 @@ class InboxPump(threading.Thread):
             visibility_timeout=self.visibility_timeout,
             wait=self.wait,
         )
-        for delivery in deliveries:
-            self._dispatch(delivery)
+        accepted = [(d, m) for d in deliveries if (m := self._translated(d)) is not None]
+        if self.group is not None and accepted:
+            batch = self.group([message for _, message in accepted])
+            self._ask(batch, tuple(delivery for delivery, _ in accepted))
+            return
+        for delivery, message in accepted:
+            self._ask(message, (delivery,))
 
     def _free_slots(self) -> int:
         self._in_flight = deque(p for p in self._in_flight if not _is_done(p.future))
         self._renew_leases()
-        if len(self._in_flight) >= self.max_in_flight:
+        if self._held() >= self.max_in_flight:
             self._await_oldest()
-        return self.max_in_flight - len(self._in_flight)
+        return self.max_in_flight - self._held()
+
+    def _held(self) -> int:
+        return sum(len(pending.deliveries) for pending in self._in_flight)
 
     def _await_oldest(self) -> None:
         try:
@@ -100,30 +114,34 @@ class InboxPump(threading.Thread):
         now = time.monotonic()
         for index, pending in enumerate(self._in_flight):
             if pending.renew_at <= now:
-                self.broker.extend_visibility(pending.delivery, self.visibility_timeout)
+                for delivery in pending.deliveries:
+                    self.broker.extend_visibility(delivery, self.visibility_timeout)
                 self._in_flight[index] = pending._replace(renew_at=self._renew_time())
 
     def _renew_time(self) -> float:
         return time.monotonic() + self.visibility_timeout * 2 / 3
 
-    def _dispatch(self, delivery: Delivery) -> None:
+    def _translated(self, delivery: Delivery) -> ActorMessage | None:
+        """The actor message for `delivery`, or None once a bad one is dead-lettered."""
         try:
             message = self.translate(delivery, decode(delivery.body))
         except UndecodableMessageError as exc:
             self.broker.dead_letter(delivery, f"undecodable message on {self.queue}: {exc}")
-            return
+            return None
         if message is None:
             self.broker.dead_letter(delivery, f"message of the wrong kind for {self.queue}")
-            return
+        return message
+
+    def _ask(self, message: ActorMessage, deliveries: tuple[Delivery, ...]) -> None:
         future = self.target.ask(message, block=False)
-        self._in_flight.append(_Pending(future, delivery, self._renew_time()))
+        self._in_flight.append(_Pending(future, deliveries, self._renew_time()))
 
 
 class _Pending(NamedTuple):
-    """A delivery handed to the actor, and when its visibility needs renewing."""
+    """Deliveries handed to the actor in one message, and when their visibility needs renewing."""
 
     future: pykka.Future[Any]
-    delivery: Delivery
+    deliveries: tuple[Delivery, ...]
     renew_at: float
 
 

@@ -41,6 +41,16 @@ class StepResultReceived(ActorMessage, frozen=True):
     result: StepResultMessage
 
 
+class StepResultsReceived(ActorMessage, frozen=True):
+    """Results that arrived together: applied in one transaction when they can be."""
+
+    results: tuple[StepResultReceived, ...]
+
+    @property
+    def deliveries(self) -> tuple[Delivery, ...]:
+        return tuple(item.delivery for item in self.results)
+
+
 class WorkerHeartbeatReceived(ActorMessage, frozen=True):
     """A worker announced itself; `delivery` is acked when the heartbeat is recorded."""
 

@@ -19,6 +19,7 @@ from tasker.actors.messages import (
     EnqueueSteps,
     FinalizeTask,
     StepResultReceived,
+    StepResultsReceived,
     TaskRequestReceived,
     WorkerHeartbeatReceived,
 )
@@ -64,6 +65,10 @@ def _as_step_result(delivery: Delivery, message: AnyMessage) -> ActorMessage | N
     if isinstance(message, StepResultMessage):
         return StepResultReceived(delivery, message)
     return None
+
+
+def _results_together(messages: list[ActorMessage]) -> ActorMessage:
+    return StepResultsReceived(tuple(m for m in messages if isinstance(m, StepResultReceived)))
 
 
 class TaskCreationFailedError(RuntimeError):
@@ -126,14 +131,7 @@ class Orchestrator:
                 in_process_minutes=self.config.stale_steps_in_process_minutes,
             ),
         )
-        results = ResultProcessor.start(
-            broker,
-            database,
-            repository,
-            enqueuer=enqueuer,
-            finalizer=finalizer,
-            discovery=discovery,
-        )
+        results = ResultProcessor.start(broker, database, repository, discovery=discovery)
         initializer = TaskInitializer.start(
             broker, database, repository, enqueuer, max_context_bytes=self.config.max_context_bytes
         )
@@ -142,11 +140,13 @@ class Orchestrator:
         self.actors = [enqueuer, finalizer, discovery, results, initializer, registry]
         self.pumps = [
             self._pump(ORCHESTRATION_TASK_REQUESTS_QUEUE, initializer, _as_task_request),
-            self._pump(ORCHESTRATION_RESULTS_QUEUE, results, _as_step_result),
+            self._pump(ORCHESTRATION_RESULTS_QUEUE, results, _as_step_result, _results_together),
             self._pump(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, registry, _as_worker_heartbeat),
         ]
 
-    def _pump(self, queue: str, target: pykka.ActorRef[Any], translate: Any) -> InboxPump:
+    def _pump(
+        self, queue: str, target: pykka.ActorRef[Any], translate: Any, group: Any = None
+    ) -> InboxPump:
         return InboxPump(
             self.broker,
             queue,
@@ -155,6 +155,7 @@ class Orchestrator:
             max_in_flight=self.config.batch_size,
             visibility_timeout=self.config.visibility_timeout_seconds,
             wait=self.config.poll_interval_seconds,
+            group=group,
         )
 
     def create_task(self, request: TaskRequestMessage, timeout: float = 30.0) -> TaskAdmission:

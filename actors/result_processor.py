@@ -1,26 +1,31 @@
-"""Result processing: apply a worker's report once, then say what happens next.
+"""Result processing: apply a worker's report once, and carry out what follows from it.
 
-The state change and the ack of the result message share one transaction where the broker
-allows it; a redelivered result finds its attempt already applied and changes nothing.
+One transaction applies the result, claims the steps it made ready and sends their
+messages (on a transactional broker), finishes the task if it is done, and acks the
+result: one commit per hop. Results that arrive together share that transaction. A
+redelivered result finds its attempt already applied and changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import pykka
 
 from tasker.actors.guarded import GuardedActor
-from tasker.actors.messages import EnqueueSteps, FinalizeTask, RetryDue, StepResultReceived
+from tasker.actors.messages import RetryDue, StepResultReceived, StepResultsReceived
+from tasker.actors.step_dispatch import StepDispatcher
+from tasker.actors.task_finalizer import announce
 from tasker.messaging.broker import Broker
 from tasker.messaging.messages import StepResultMessage
 from tasker.state.db import Database, UnitOfWork
 from tasker.state.dynamic import DynamicSteps, StepKind
-from tasker.state.records import ResultOutcome
+from tasker.state.records import FinalizeOutcome, ResultOutcome
 from tasker.state.repository import StateRepository
 from tasker.telemetry import metrics
 from tasker.telemetry.hooks import inject, traced
@@ -39,23 +44,61 @@ class ResultProcessor(GuardedActor):
         database: Database,
         repository: StateRepository,
         *,
-        enqueuer: pykka.ActorRef[Any],
-        finalizer: pykka.ActorRef[Any],
         discovery: pykka.ActorRef[Any],
     ) -> None:
         super().__init__(broker)
         self.database = database
         self.repository = repository
-        self.enqueuer = enqueuer
-        self.finalizer = finalizer
         self.discovery = discovery
         self.dynamic = DynamicSteps(repository)  # decisions, batches, checkpoints (issue 10)
+        self.dispatcher = StepDispatcher(broker, repository)
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
-        return {StepResultReceived: self.process}
+        return {StepResultReceived: self.process, StepResultsReceived: self.process_batch}
 
     def process(self, message: StepResultReceived) -> None:
-        result = message.result
+        self._process_together((message,))
+
+    def process_batch(self, message: StepResultsReceived) -> None:
+        """Apply results that arrived together in one transaction; if that fails, one by one.
+
+        A result that fails alone is handed back to the broker; the others still apply.
+        """
+        if len(message.results) == 1:
+            self._process_together(message.results)
+            return
+        try:
+            self._process_together(message.results)
+        except Exception:
+            log.warning("a batch of %d results failed; applying each alone", len(message.results))
+            for item in message.results:
+                self.on_receive(item)  # guarded: a failure gives this delivery back
+
+    def _process_together(self, items: Sequence[StepResultReceived]) -> None:
+        """Apply each result, dispatch the steps they made ready and finish what they finished,
+        acking the results: all in one transaction, so one commit covers the whole hop."""
+        ordered = sorted(items, key=lambda item: item.result.task_uuid.bytes)  # lock order
+        started = time.perf_counter()
+        with self.database.transaction() as unit:
+            applied = [(item.result, *self._apply_traced(unit, item.result)) for item in ordered]
+            traces = {step: trace for _, outcome, trace in applied for step in _ready(outcome)}
+            self.dispatcher.dispatch(unit, list(traces), traces)
+            finishing = _to_finish(applied)
+            finished = [self._finalize(unit, task, trace) for task, trace in finishing]
+            for item in ordered:
+                self.broker.ack(item.delivery, within=unit)
+        elapsed = time.perf_counter() - started
+        for result, outcome, _ in applied:
+            self._after_commit(result, outcome, elapsed)
+        for (task, trace), finalization in zip(finishing, finished, strict=True):
+            # telemetry hook: the log line of a finished task belongs to its trace
+            with traced("tasker.task.finished", trace, task_uuid=task):
+                announce(finalization)
+
+    def _apply_traced(
+        self, unit: UnitOfWork, result: StepResultMessage
+    ) -> tuple[ResultOutcome, dict[str, str]]:
+        """Apply one result in its own span; the span's context is what its children carry."""
         with traced(  # telemetry hook: continues the worker's trace
             "tasker.step.result",
             result.trace_context,
@@ -63,24 +106,32 @@ class ResultProcessor(GuardedActor):
             step_uuid=result.step_uuid,
             correlation_id=result.correlation_id,
         ):
-            self._process(message)
-
-    def _process(self, message: StepResultReceived) -> None:
-        result = message.result
-        started = time.perf_counter()
-        with self.database.transaction() as unit:
             # Dynamic steps (issue 10): a decision or batch outcome is checked before the
             # result is applied and carried out after it, in this one transaction.
             kind = self.dynamic.inspect(
                 unit, result.step_uuid, success=result.status == "success", result=result.result
             )
             outcome = self._apply(unit, result, kind)
-            outcome = self.dynamic.follow_up(unit, kind, outcome)
-            self.broker.ack(message.delivery, within=unit)
+            return self.dynamic.follow_up(unit, kind, outcome), inject()
+
+    def _finalize(self, unit: UnitOfWork, task: UUID, trace: dict[str, str]) -> FinalizeOutcome:
+        with traced("tasker.task.finalize", trace, task_uuid=task):  # telemetry hook
+            return self.repository.finalize_task(unit, task)
+
+    def _after_commit(
+        self, result: StepResultMessage, outcome: ResultOutcome, elapsed: float
+    ) -> None:
         if outcome.outcome == "applied":  # telemetry hook
-            elapsed = time.perf_counter() - started
             metrics.step_result(outcome.step_state, result.started_at, result.finished_at, elapsed)
-        self._follow_up(result.step_uuid, outcome)
+        if outcome.outcome not in ("applied", "checkpointed"):
+            log.info(
+                "result for step %s ignored: %s (state %s)",
+                result.step_uuid,
+                outcome.outcome,
+                outcome.step_state,
+            )
+        elif outcome.next_retry_at is not None:
+            self.discovery.tell(RetryDue(outcome.next_retry_at))
 
     def _apply(self, unit: UnitOfWork, result: StepResultMessage, kind: StepKind) -> ResultOutcome:
         """Apply the attempt's outcome: a checkpoint yield, a bad outcome, or as reported."""
@@ -110,18 +161,20 @@ class ResultProcessor(GuardedActor):
             worker_id=result.worker_id,
         )
 
-    def _follow_up(self, step_uuid: object, outcome: ResultOutcome) -> None:
-        if outcome.outcome not in ("applied", "checkpointed"):
-            log.info(
-                "result for step %s ignored: %s (state %s)",
-                step_uuid,
-                outcome.outcome,
-                outcome.step_state,
-            )
-            return
-        if outcome.ready_steps:
-            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps, trace_context=inject()))
-        if outcome.next_retry_at is not None:
-            self.discovery.tell(RetryDue(outcome.next_retry_at))
-        if outcome.finalize and outcome.task_uuid is not None:
-            self.finalizer.tell(FinalizeTask(outcome.task_uuid, trace_context=inject()))
+
+def _ready(outcome: ResultOutcome) -> tuple[UUID, ...]:
+    return outcome.ready_steps if outcome.outcome in ("applied", "checkpointed") else ()
+
+
+def _to_finish(
+    applied: list[tuple[StepResultMessage, ResultOutcome, dict[str, str]]],
+) -> list[tuple[UUID, dict[str, str]]]:
+    """Tasks a result may have finished (each once, in lock order), with that result's trace."""
+    tasks = {
+        outcome.task_uuid: trace
+        for _, outcome, trace in applied
+        if outcome.finalize
+        and outcome.task_uuid is not None
+        and outcome.outcome in ("applied", "checkpointed")
+    }
+    return sorted(tasks.items(), key=lambda entry: entry[0].bytes)

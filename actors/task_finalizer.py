@@ -10,6 +10,7 @@ from tasker.actors.guarded import GuardedActor
 from tasker.actors.messages import FinalizeTask
 from tasker.messaging.broker import Broker
 from tasker.state.db import Database
+from tasker.state.records import FinalizeOutcome
 from tasker.state.repository import StateRepository
 from tasker.telemetry import metrics
 from tasker.telemetry.hooks import traced
@@ -31,6 +32,11 @@ class TaskFinalizer(GuardedActor):
         with traced("tasker.task.finalize", message.trace_context, task_uuid=message.task_uuid):
             with self.database.transaction() as unit:
                 outcome = self.repository.finalize_task(unit, message.task_uuid)
-            if outcome.finalized:
-                metrics.task_finished(outcome.status)  # telemetry hook
-                log.info("task %s finished: %s", message.task_uuid, outcome.status)
+            announce(outcome)
+
+
+def announce(outcome: FinalizeOutcome) -> None:
+    """Count and log a finalization once it has committed (a no-op if nothing changed)."""
+    if outcome.finalized:
+        metrics.task_finished(outcome.status)  # telemetry hook
+        log.info("task %s finished: %s", outcome.task_uuid, outcome.status)

@@ -18,6 +18,7 @@ import pykka
 
 from tasker.actors.guarded import GuardedActor
 from tasker.actors.messages import CreateTask, EnqueueSteps, TaskRequestReceived
+from tasker.actors.step_dispatch import TemplateCatalog
 from tasker.messaging.broker import Broker, Delivery
 from tasker.messaging.messages import TaskRequestMessage
 from tasker.state.admission import TaskRejectedError, check_request
@@ -39,20 +40,6 @@ class TaskAdmission(msgspec.Struct, frozen=True):
     rejection: str | None = None
     problems: list[str] = msgspec.field(default_factory=list)
     template_missing: bool = False
-
-
-class TemplateCatalog:
-    """Registered templates by identity, read from the database once per process."""
-
-    def __init__(self, repository: StateRepository) -> None:
-        self._repository = repository
-        self._cache: dict[tuple[str, str, str], RegisteredTemplate] = {}
-
-    def get(self, namespace: str, name: str, version: str) -> RegisteredTemplate:
-        key = (namespace, name, version)
-        if key not in self._cache:
-            self._cache[key] = self._repository.get_template(namespace, name, version)
-        return self._cache[key]
 
 
 class TaskInitializer(GuardedActor):

@@ -15,7 +15,7 @@ from uuid import UUID
 import msgspec
 import pytest
 
-from tasker.actors.step_enqueuer import step_message
+from tasker.actors.step_dispatch import step_message
 from tasker.examples import HANDLER_MODULES, TEMPLATE_DIRECTORY
 from tasker.handlers.execution import execute_step
 from tasker.handlers.registry import HandlerRegistry
