@@ -2,10 +2,11 @@
 
 A pump never holds more deliveries than its limit: it asks its actor without blocking and
 waits for the oldest reply once the limit is reached. A pump given `group` hands each
-receive's deliveries to its actor as one message, so the actor can handle a burst in one
-transaction (a quiet queue still yields batches of one, at once). While a delivery waits
-in a mailbox or is being handled, the pump renews its visibility, so a slow stretch never
-lets it reappear on the queue and be handled twice.
+receive's deliveries to its actor as one message and receives again only once that one is
+handled: meanwhile arrivals gather in the queue, so the busier the actor, the larger its
+next batch (one transaction each), while a quiet queue still yields batches of one at
+once. While a delivery waits in a mailbox or is being handled, the pump renews its
+visibility, so a slow stretch never lets it reappear on the queue and be handled twice.
 """
 
 from __future__ import annotations
@@ -94,8 +95,11 @@ class InboxPump(threading.Thread):
     def _free_slots(self) -> int:
         self._in_flight = deque(p for p in self._in_flight if not _is_done(p.future))
         self._renew_leases()
-        if self._held() >= self.max_in_flight:
+        limit = 1 if self.group is not None else self.max_in_flight  # batches, or deliveries
+        if len(self._in_flight) >= limit or self._held() >= self.max_in_flight:
             self._await_oldest()
+        if self.group is not None and self._in_flight:
+            return 0
         return self.max_in_flight - self._held()
 
     def _held(self) -> int:

@@ -18,6 +18,7 @@ import platform
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "e2e.json"
 TEMPLATES = ROOT / "benchmarks" / "e2e_templates"
 SHAPES = {"linear": ("bench_linear", 4), "diamond": ("bench_diamond", 3),
           "mixed": ("bench_mixed", 4), "tree": ("bench_tree", 4)}  # fmt: skip
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "ERROR")  # WARNING shows the processes' logs
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -45,7 +47,7 @@ class Bench:
         self.config = config
         self.cluster = LocalCluster(
             config, namespaces="bench", handler_modules="benchmarks.handlers_noop",
-            workers=workers, log_level="ERROR",
+            workers=workers, log_level=LOG_LEVEL,
             extra_env={"TASKER_CONCURRENCY": str(concurrency)},
         )  # fmt: skip
         self.http = httpx.Client(timeout=30)
@@ -84,9 +86,11 @@ class Bench:
                 end_to_end.append((time.perf_counter() - started) * 1000)
         return percentiles(creation), percentiles(end_to_end)
 
-    def throughput(self, template: str, tasks: int, steps_per_task: int) -> dict[str, float]:
+    def throughput(
+        self, template: str, tasks: int, steps_per_task: int, submitters: int
+    ) -> dict[str, float]:
         started = time.perf_counter()
-        task_ids = {self.create(template)[0] for _ in range(tasks)}
+        task_ids = set(submit_all(self.cluster.api_url, template, tasks, submitters))
         self.wait_finished(task_ids)
         seconds = time.perf_counter() - started
         with psycopg.connect(self.config.database_url) as connection:
@@ -104,6 +108,24 @@ class Bench:
         self.listener.close()
 
 
+def submit_all(api_url: str, template: str, tasks: int, submitters: int) -> list[str]:
+    """Create `tasks` tasks through the API from `submitters` concurrent clients."""
+    body = {"namespace": "bench", "name": template, "version": "1.0.0", "context": {}}
+
+    def submit_share(share: int) -> list[str]:
+        with httpx.Client(timeout=60) as http:
+            return [_created(http.post(f"{api_url}/v1/tasks", json=body)) for _ in range(share)]
+
+    shares = [tasks // submitters + (i < tasks % submitters) for i in range(submitters)]
+    with ThreadPoolExecutor(submitters) as pool:
+        return [task for batch in pool.map(submit_share, shares) for task in batch]
+
+
+def _created(response: httpx.Response) -> str:
+    response.raise_for_status()
+    return str(response.json()["task_uuid"])
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -111,14 +133,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def memory(config: Config, in_flight: int) -> dict[str, float]:
+def memory(config: Config, in_flight: int, submitters: int) -> dict[str, float]:
     """Orchestrator RSS with `in_flight` tasks waiting (no workers), and an idle worker."""
     cluster = LocalCluster(config, namespaces="bench", handler_modules="benchmarks.handlers_noop",
-                           workers=0, log_level="ERROR")  # fmt: skip
-    with cluster, httpx.Client(timeout=30) as http:
-        body = {"namespace": "bench", "name": "bench_linear", "context": {}}
-        for _ in range(in_flight):
-            http.post(f"{cluster.api_url}/v1/tasks", json=body)
+                           workers=0, log_level=LOG_LEVEL)  # fmt: skip
+    with cluster:
+        submit_all(cluster.api_url, "bench_linear", in_flight, submitters)
         time.sleep(3)
         orchestrator = rss_mb(cluster.orchestrators[0].pid)
         worker = cluster.start_worker()
@@ -158,9 +178,12 @@ def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
             creation, latency = bench.latency(template, args.runs)
             result[f"e2e_{shape}_ms"] = latency
             result.setdefault("creation_ms", creation)
-        result["throughput"] = bench.throughput("bench_linear", args.throughput_tasks, 4)
+        result["throughput"] = bench.throughput(
+            "bench_linear", args.throughput_tasks, 4, args.submitters
+        )
     bench.close()
-    result["memory"] = memory(fresh_config(broker, api_bind="127.0.0.1:18081"), args.in_flight)
+    memory_config = fresh_config(broker, api_bind="127.0.0.1:18081", backpressure_queue_depth=10**9)
+    result["memory"] = memory(memory_config, args.in_flight, args.submitters)
     return result
 
 
@@ -216,6 +239,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=10000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--submitters", type=int, default=8, help="concurrent API clients")
     args = parser.parse_args()
     brokers = ["pgmq", "rabbitmq"] if args.broker == "both" else [args.broker]
     results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),

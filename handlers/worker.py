@@ -5,7 +5,8 @@ the result goes back as a message, so pools scale out without database connectio
 
 Per namespace, a consumer thread reserves free handler slots and receives at most that many
 messages (backpressure: what this worker cannot start stays in the queue for others). Each
-step runs on a handler thread; its result is sent with `ack_with_reply`. Around that:
+step runs on a handler thread; its result is sent with `ack_with_reply`, combined with
+results finishing at the same moment into one broker call (`replies.py`). Around that:
 - an attempt fence drops a duplicate delivery of an attempt this process runs or ran;
 - a heartbeat extends the visibility of every held message, so a live step is never
   redelivered while a dead worker's steps reappear after the visibility timeout;
@@ -43,6 +44,7 @@ from tasker.handlers.pool import HandlerPool
 from tasker.handlers.presence import Presence
 from tasker.handlers.process_runner import ProcessRunner
 from tasker.handlers.registry import HandlerLoadError, HandlerRegistry
+from tasker.handlers.replies import ReplyCombiner
 from tasker.handlers.reporting import encode_result, new_worker_id
 from tasker.handlers.result import ErrorType, StepHandlerResult
 from tasker.handlers.scheduler import Scheduler, TimerHandle
@@ -100,6 +102,7 @@ class Worker:
         self._consumers: list[threading.Thread] = []
         self._exit_code = 0
         self._events = EventPublisher(broker, config.events_queue)
+        self._replies = ReplyCombiner(broker, ORCHESTRATION_RESULTS_QUEUE)
         self._presence = Presence(
             broker,
             worker_id=self.worker_id,
@@ -344,7 +347,7 @@ class Worker:
         try:
             for delay in (*_REPLY_RETRY_DELAYS, None):
                 try:
-                    self.broker.ack_with_reply(job.delivery, ORCHESTRATION_RESULTS_QUEUE, body)
+                    self._replies.send(job.delivery, body)
                     self._fence.finish(job.key)
                     # Domain events follow the reported outcome and never fail the step.
                     payload = result.result if result.is_success else result.error_message

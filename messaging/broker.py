@@ -135,6 +135,15 @@ class Broker(abc.ABC):
         repeats the reply (at least once) rather than losing it.
         """
 
+    def ack_with_replies(self, queue: str, replies: Sequence[tuple[Delivery, bytes]]) -> None:
+        """`ack_with_reply` for several deliveries, each with its reply to `queue`.
+
+        A backend may do them all in one transaction (all or none); by default each pair
+        is done in turn, and a failure leaves the pairs after it undone.
+        """
+        for delivery, body in replies:
+            self.ack_with_reply(delivery, queue, body)
+
     @abc.abstractmethod
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         """Give the message back to the queue, visible again after `delay` seconds."""

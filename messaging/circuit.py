@@ -75,6 +75,9 @@ class GuardedBroker(Broker):
     def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
         self._call(self.inner.ack_with_reply, delivery, queue, body)
 
+    def ack_with_replies(self, queue: str, replies: Sequence[tuple[Delivery, bytes]]) -> None:
+        self._call(self.inner.ack_with_replies, queue, replies)
+
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         self._call(self.inner.nack, delivery, delay=delay)
 

@@ -12,6 +12,7 @@ import math
 import re
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,7 +32,7 @@ from tasker.messaging.broker import (
     dead_letter_queue,
 )
 from tasker.messaging.pgmq_install import install_pgmq
-from tasker.messaging.pgmq_listener import QueueListener
+from tasker.messaging.pgmq_listener import Mark, QueueListener, insert_channel
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,24 @@ _MAX_ENSURED_NAME = _MAX_NAME - len(dead_letter_queue(""))
 
 # Named queries. Every argument is cast, so PostgreSQL picks the intended pgmq overload.
 _READ = "SELECT msg_id, read_ct, message::text FROM pgmq.read(%s::text, %s::integer, %s::integer)"
+# Senders NOTIFY the queue's channel themselves (delivered at commit, once per transaction
+# and channel), instead of PGMQ's insert trigger: that trigger UPDATEs one throttle row per
+# queue on every insert, so every sending transaction held that row's lock until it
+# committed, serializing all senders of a queue, and paid an extra write per message.
 _SEND_BATCH = (
-    "SELECT pgmq.send_batch(%s::text, %s::text[]::jsonb[],"
-    " clock_timestamp() + make_interval(secs => %s::double precision))"
+    "WITH sent AS (SELECT pgmq.send_batch(%s::text, %s::text[]::jsonb[],"
+    " clock_timestamp() + make_interval(secs => %s::double precision)))"
+    " SELECT pg_notify(%s::text, '') FROM (SELECT count(*) FROM sent) AS counted"
 )
 # Send one message and delete another in one statement: one round trip, one transaction.
-_SEND_AND_DELETE = "SELECT pgmq.send(%s::text, %s::jsonb), pgmq.delete(%s::text, %s::bigint)"
+_SEND_AND_DELETE = (
+    "SELECT pgmq.send(%s::text, %s::jsonb), pgmq.delete(%s::text, %s::bigint),"
+    " pg_notify(%s::text, '')"
+)
 # Delete rather than archive: the state tables already record every step's outcome, and an
 # archive would grow without bound unless something pruned it.
 _DELETE = "SELECT pgmq.delete(%s::text, %s::bigint)"
+_DELETE_MANY = "SELECT pgmq.delete(%s::text, %s::bigint[])"
 _SET_VT = (
     "SELECT msg_id FROM pgmq.set_vt(%s::text, %s::bigint,"
     " clock_timestamp() + make_interval(secs => %s::double precision))"
@@ -59,20 +69,11 @@ _SET_VT = (
 _METRICS = "SELECT queue_length, queue_visible_length FROM pgmq.metrics(%s::text)"
 _QUEUE_LOCK = "SELECT pgmq.acquire_queue_lock(%s::text)"
 _CREATE = "SELECT pgmq.create(%s::text)"
-_NOTIFY_ENABLED = """
-SELECT EXISTS (
-    SELECT 1
-    FROM pgmq.notify_insert_throttle AS t
-    JOIN pg_catalog.pg_namespace AS n ON n.nspname = 'pgmq'
-    JOIN pg_catalog.pg_class AS c
-      ON c.relnamespace = n.oid AND c.relname = pgmq.format_table_name(t.queue_name, 'q')
-    JOIN pg_catalog.pg_trigger AS g
-      ON g.tgrelid = c.oid AND g.tgname = 'trigger_notify_queue_insert_listeners'
-    WHERE t.queue_name = %s::text AND t.throttle_interval_ms = 0
-)
+_INSERT_TRIGGER_PRESENT = """
+SELECT EXISTS (SELECT 1 FROM pgmq.notify_insert_throttle WHERE queue_name = %s::text)
 """
-# Throttle 0: PGMQ's default (250 ms) would add up to a quarter second to every hand-off.
-_ENABLE_NOTIFY = "SELECT pgmq.enable_notify_insert(%s::text, 0)"
+# A queue made by an older version (or by hand) may carry PGMQ's insert trigger: see _SEND_BATCH.
+_DROP_INSERT_TRIGGER = "SELECT pgmq.disable_notify_insert(%s::text)"
 _NOTIFY = "SELECT pg_notify(%s::text, 'stop')"
 
 
@@ -97,6 +98,8 @@ class PgmqBroker(Broker):
         self._pool_size = pool_size
         self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
         self._listeners: dict[str, QueueListener] = {}
+        # Per receiving thread and queue: the listener mark at which a read drained it.
+        self._local = threading.local()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -111,8 +114,8 @@ class PgmqBroker(Broker):
             connection.execute(_QUEUE_LOCK, (queue,))
             connection.execute(_CREATE, (queue,))
             connection.execute(_CREATE, (dead_letter_queue(queue),))
-            if not _fetch_flag(connection, _NOTIFY_ENABLED, (queue,)):
-                connection.execute(_ENABLE_NOTIFY, (queue,))
+            if _fetch_flag(connection, _INSERT_TRIGGER_PRESENT, (queue,)):
+                connection.execute(_DROP_INSERT_TRIGGER, (queue,))
 
     def send_batch(
         self,
@@ -126,7 +129,8 @@ class PgmqBroker(Broker):
         if not bodies:
             return
         texts = [_as_text(queue, body) for body in bodies]
-        self._execute(_SEND_BATCH, (queue, texts, max(0.0, delay)), queue=queue, within=within)
+        params = (queue, texts, max(0.0, delay), insert_channel(queue))
+        self._execute(_SEND_BATCH, params, queue=queue, within=within)
 
     def receive(
         self,
@@ -143,12 +147,21 @@ class PgmqBroker(Broker):
             return self._read_live(queue, max_messages, lease)
         deadline = time.monotonic() + wait
         listener = self._listener(queue)
+        drained = self._drained_marks()
+        mark = drained.pop(queue, None)
+        if mark is not None and listener.wait(mark, min(wait, self.poll_interval)):
+            return []  # wake(): let the consumer look at its shutdown flag
         while True:
             mark = listener.mark()  # before the read, so an insert during it still wakes us
             deliveries = self._read_live(queue, max_messages, lease)
             remaining = deadline - time.monotonic()
+            if len(deliveries) < max_messages:
+                # The queue was drained at `mark`: the caller's next receive waits for news
+                # since then before reading, instead of a read that would find nothing.
+                drained[queue] = mark
             if deliveries or remaining <= 0:
                 return deliveries
+            drained.pop(queue, None)
             if listener.wait(mark, min(remaining, self.poll_interval)):
                 return []  # wake(): let the consumer look at its shutdown flag
 
@@ -159,7 +172,22 @@ class PgmqBroker(Broker):
     def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
         _check_queue_name(queue)
         params = (queue, _as_text(queue, body), delivery.queue, _message_id(delivery))
-        self._execute(_SEND_AND_DELETE, params, queue=queue)
+        self._execute(_SEND_AND_DELETE, (*params, insert_channel(queue)), queue=queue)
+
+    def ack_with_replies(self, queue: str, replies: Sequence[tuple[Delivery, bytes]]) -> None:
+        """All replies sent and all deliveries deleted in one transaction (one commit)."""
+        _check_queue_name(queue)
+        if not replies:
+            return
+        texts = [_as_text(queue, body) for _, body in replies]
+        by_source: dict[str, list[int]] = defaultdict(list)
+        for delivery, _ in replies:
+            by_source[delivery.queue].append(_message_id(delivery))
+        pool = self._ready_pool()
+        with _translated(queue), pool.connection() as connection, connection.transaction():
+            connection.execute(_SEND_BATCH, (queue, texts, 0.0, insert_channel(queue)))
+            for source, message_ids in by_source.items():
+                connection.execute(_DELETE_MANY, (source, message_ids))
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         self._set_visibility(delivery, delay)
@@ -227,6 +255,13 @@ class PgmqBroker(Broker):
                 )
             return self._pool
 
+    def _drained_marks(self) -> dict[str, Mark]:
+        """This thread's marks at which a read drained a queue (see `receive`)."""
+        marks: dict[str, Mark] | None = getattr(self._local, "drained", None)
+        if marks is None:
+            marks = self._local.drained = {}
+        return marks
+
     def _listener(self, queue: str) -> QueueListener:
         with self._lock:
             if self._closed:
@@ -278,7 +313,7 @@ class PgmqBroker(Broker):
         )
         target = dead_letter_queue(queue)
         params = (target, msgspec.json.encode(letter).decode(), queue, message_id)
-        self._execute(_SEND_AND_DELETE, params, queue=target)
+        self._execute(_SEND_AND_DELETE, (*params, insert_channel(target)), queue=target)
         log.warning("dead-lettered message %s from %r: %s", message_id, queue, reason)
 
     def _set_visibility(self, delivery: Delivery, seconds: float) -> bool:

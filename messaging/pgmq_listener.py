@@ -1,8 +1,9 @@
 """Wake-ups for PGMQ consumers: one LISTEN connection per queue, shared by a broker's threads.
 
-PGMQ's insert trigger NOTIFYs `pgmq.q_<queue>.INSERT` on every commit that adds a message.
-A background thread owns the LISTEN connection (a psycopg connection is not for concurrent
-use) and bumps a counter under a condition variable that any number of receivers wait on.
+Senders NOTIFY `pgmq.q_<queue>.INSERT` (PGMQ's channel name) with each commit that adds
+messages. A background thread owns the LISTEN connection (a psycopg connection is not for
+concurrent use) and bumps a counter under a condition variable that any number of
+receivers wait on.
 """
 
 from __future__ import annotations

@@ -92,18 +92,29 @@ def test_errors_inside_the_callers_transaction_surface_as_broker_errors(
         database.close()
 
 
-def test_ensure_queue_enables_unthrottled_insert_notifications(
+def test_a_send_notifies_its_queue_at_commit_without_pgmqs_insert_trigger(
     broker: PgmqBroker, database_url: str
 ) -> None:
     broker.ensure_queue("notified")
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("SELECT pgmq.enable_notify_insert('notified', 0)")  # an older install
     broker.ensure_queue("notified")
-
-    with psycopg.connect(database_url) as connection:
-        rows = connection.execute(
-            "SELECT queue_name, throttle_interval_ms FROM pgmq.notify_insert_throttle"
-            " WHERE queue_name LIKE 'notified%'"
-        ).fetchall()
-    assert rows == [("notified", 0)]
+    database = Database(database_url)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute('LISTEN "pgmq.q_notified.INSERT"')
+        try:
+            with database.transaction() as transaction:
+                broker.send_batch("notified", [b"{}", b"{}"], within=transaction)
+                assert list(listener.notifies(timeout=0.3)) == []  # not before the commit
+            heard = list(listener.notifies(timeout=2.0, stop_after=1))
+            assert [n.channel for n in heard] == ["pgmq.q_notified.INSERT"]
+            assert list(listener.notifies(timeout=0.3)) == []  # once per transaction
+        finally:
+            database.close()
+        triggers = listener.execute(
+            "SELECT count(*) FROM pgmq.notify_insert_throttle WHERE queue_name = 'notified'"
+        ).fetchone()
+    assert triggers == (0,)
 
 
 def test_a_body_comes_back_as_equal_json(broker: PgmqBroker) -> None:
