@@ -8,9 +8,11 @@ import signal
 import time
 from queue import Empty, Queue
 from typing import Any
+from uuid import UUID
 
 import pykka
 
+from tasker.actors import cancellation
 from tasker.actors.guarded import HandlingFailed
 from tasker.actors.inbox import InboxPump
 from tasker.actors.messages import (
@@ -196,6 +198,12 @@ class Orchestrator:
             self.enqueuer.tell(EnqueueSteps(outcome.ready_steps))
         if outcome.finalize:
             self.finalizer.tell(FinalizeTask(outcome.task_uuid))
+
+    def cancel_task(self, task_uuid: UUID, *, actor: str, reason: str) -> OperatorOutcome:
+        """Cancel a task and tell the workers to skip its queued steps (for the API)."""
+        return cancellation.cancel_task(
+            self.database, self.broker, task_uuid, actor=actor, reason=reason
+        )
 
     def stop(self) -> None:
         for pump in self.pumps:
