@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import pykka
 
 from tasker.actors.messages import ActorMessage
+from tasker.actors.poison import Quarantine
 from tasker.messaging.broker import Broker, BrokerError, Delivery
 from tasker.messaging.messages import AnyMessage, UndecodableMessageError, decode
 
@@ -35,6 +36,7 @@ class InboxPump(threading.Thread):
         target: pykka.ActorRef[Any],
         translate: Translate,
         *,
+        quarantine: Quarantine,
         max_in_flight: int,
         visibility_timeout: float,
         wait: float,
@@ -44,6 +46,7 @@ class InboxPump(threading.Thread):
         self.queue = queue
         self.target = target
         self.translate = translate
+        self.quarantine = quarantine
         self.max_in_flight = max_in_flight
         self.visibility_timeout = visibility_timeout
         self.wait = wait
@@ -110,10 +113,10 @@ class InboxPump(threading.Thread):
         try:
             message = self.translate(delivery, decode(delivery.body))
         except UndecodableMessageError as exc:
-            self.broker.dead_letter(delivery, f"undecodable message on {self.queue}: {exc}")
+            self.quarantine.bury(delivery, f"undecodable message on {self.queue}: {exc}")
             return
         if message is None:
-            self.broker.dead_letter(delivery, f"message of the wrong kind for {self.queue}")
+            self.quarantine.bury(delivery, f"message of the wrong kind for {self.queue}")
             return
         future = self.target.ask(message, block=False)
         self._in_flight.append(_Pending(future, delivery, self._renew_time()))

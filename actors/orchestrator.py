@@ -24,6 +24,7 @@ from tasker.actors.messages import (
     TaskRequestReceived,
     WorkerHeartbeatReceived,
 )
+from tasker.actors.poison import Quarantine
 from tasker.actors.result_processor import ResultProcessor
 from tasker.actors.step_discovery import StepDiscovery
 from tasker.actors.step_enqueuer import StepEnqueuer
@@ -47,6 +48,7 @@ from tasker.messaging.messages import (
 from tasker.resilience import circuit_breaker
 from tasker.state.db import Database, counts_against_database
 from tasker.state.operations import OperatorOutcome
+from tasker.state.poison import PoisonRecords
 from tasker.state.repository import StalenessLimits, StateRepository
 from tasker.telemetry.hooks import inject
 
@@ -98,6 +100,7 @@ class Orchestrator:
         database.breaker = self.breakers["database"]
         self.database = database
         self.repository = StateRepository(database, retry_defaults_from(config))
+        self.quarantine = Quarantine(self.broker, PoisonRecords(database))
         self.actors: list[pykka.ActorRef[Any]] = []
         self.pumps: list[InboxPump] = []
         self._deepest = 0
@@ -135,6 +138,7 @@ class Orchestrator:
             enqueuer=enqueuer,
             finalizer=finalizer,
             discovery=discovery,
+            quarantine=self.quarantine,
         )
         initializer = TaskInitializer.start(
             broker, database, repository, enqueuer, max_context_bytes=self.config.max_context_bytes
@@ -154,6 +158,7 @@ class Orchestrator:
             queue,
             target,
             translate,
+            quarantine=self.quarantine,
             max_in_flight=self.config.batch_size,
             visibility_timeout=self.config.visibility_timeout_seconds,
             wait=self.config.poll_interval_seconds,

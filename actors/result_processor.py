@@ -16,6 +16,7 @@ import pykka
 
 from tasker.actors.guarded import GuardedActor
 from tasker.actors.messages import EnqueueSteps, FinalizeTask, RetryDue, StepResultReceived
+from tasker.actors.poison import Quarantine
 from tasker.messaging.broker import Broker
 from tasker.messaging.messages import StepResultMessage
 from tasker.state.db import Database, UnitOfWork
@@ -42,8 +43,9 @@ class ResultProcessor(GuardedActor):
         enqueuer: pykka.ActorRef[Any],
         finalizer: pykka.ActorRef[Any],
         discovery: pykka.ActorRef[Any],
+        quarantine: Quarantine | None = None,
     ) -> None:
-        super().__init__(broker)
+        super().__init__(broker, quarantine=quarantine)
         self.database = database
         self.repository = repository
         self.enqueuer = enqueuer
