@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import pykka
 
 from tasker.actors.messages import ActorMessage
+from tasker.actors.poison import Quarantine
 from tasker.messaging.broker import Broker, BrokerError, Delivery
 from tasker.messaging.messages import AnyMessage, UndecodableMessageError, decode
 
@@ -40,6 +41,7 @@ class InboxPump(threading.Thread):
         target: pykka.ActorRef[Any],
         translate: Translate,
         *,
+        quarantine: Quarantine,
         max_in_flight: int,
         visibility_timeout: float,
         wait: float,
@@ -50,6 +52,7 @@ class InboxPump(threading.Thread):
         self.queue = queue
         self.target = target
         self.translate = translate
+        self.quarantine = quarantine
         self.max_in_flight = max_in_flight
         self.visibility_timeout = visibility_timeout
         self.wait = wait
@@ -130,10 +133,10 @@ class InboxPump(threading.Thread):
         try:
             message = self.translate(delivery, decode(delivery.body))
         except UndecodableMessageError as exc:
-            self.broker.dead_letter(delivery, f"undecodable message on {self.queue}: {exc}")
+            self.quarantine.bury(delivery, f"undecodable message on {self.queue}: {exc}")
             return None
         if message is None:
-            self.broker.dead_letter(delivery, f"message of the wrong kind for {self.queue}")
+            self.quarantine.bury(delivery, f"message of the wrong kind for {self.queue}")
         return message
 
     def _ask(self, message: ActorMessage, deliveries: tuple[Delivery, ...]) -> None:

@@ -8,9 +8,11 @@ import signal
 import time
 from queue import Empty, Queue
 from typing import Any
+from uuid import UUID
 
 import pykka
 
+from tasker.actors import cancellation
 from tasker.actors.guarded import HandlingFailed
 from tasker.actors.inbox import InboxPump
 from tasker.actors.messages import (
@@ -23,6 +25,7 @@ from tasker.actors.messages import (
     TaskRequestReceived,
     WorkerHeartbeatReceived,
 )
+from tasker.actors.poison import Quarantine
 from tasker.actors.result_processor import ResultProcessor
 from tasker.actors.step_discovery import StepDiscovery
 from tasker.actors.step_enqueuer import StepEnqueuer
@@ -46,6 +49,7 @@ from tasker.messaging.messages import (
 from tasker.resilience import circuit_breaker
 from tasker.state.db import Database, counts_against_database
 from tasker.state.operations import OperatorOutcome
+from tasker.state.poison import PoisonRecords
 from tasker.state.repository import StalenessLimits, StateRepository
 from tasker.telemetry.hooks import inject
 
@@ -101,6 +105,7 @@ class Orchestrator:
         database.breaker = self.breakers["database"]
         self.database = database
         self.repository = StateRepository(database, retry_defaults_from(config))
+        self.quarantine = Quarantine(self.broker, PoisonRecords(database))
         self.actors: list[pykka.ActorRef[Any]] = []
         self.pumps: list[InboxPump] = []
         self._deepest = 0
@@ -131,7 +136,9 @@ class Orchestrator:
                 in_process_minutes=self.config.stale_steps_in_process_minutes,
             ),
         )
-        results = ResultProcessor.start(broker, database, repository, discovery=discovery)
+        results = ResultProcessor.start(
+            broker, database, repository, discovery=discovery, quarantine=self.quarantine
+        )
         initializer = TaskInitializer.start(
             broker, database, repository, enqueuer, max_context_bytes=self.config.max_context_bytes
         )
@@ -152,6 +159,7 @@ class Orchestrator:
             queue,
             target,
             translate,
+            quarantine=self.quarantine,
             max_in_flight=self.config.batch_size,
             visibility_timeout=self.config.visibility_timeout_seconds,
             wait=self.config.poll_interval_seconds,
@@ -197,6 +205,12 @@ class Orchestrator:
             self.enqueuer.tell(EnqueueSteps(outcome.ready_steps))
         if outcome.finalize:
             self.finalizer.tell(FinalizeTask(outcome.task_uuid))
+
+    def cancel_task(self, task_uuid: UUID, *, actor: str, reason: str) -> OperatorOutcome:
+        """Cancel a task and tell the workers to skip its queued steps (for the API)."""
+        return cancellation.cancel_task(
+            self.database, self.broker, task_uuid, actor=actor, reason=reason
+        )
 
     def stop(self) -> None:
         for pump in self.pumps:

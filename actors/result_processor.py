@@ -19,6 +19,7 @@ import pykka
 
 from tasker.actors.guarded import GuardedActor
 from tasker.actors.messages import RetryDue, StepResultReceived, StepResultsReceived
+from tasker.actors.poison import Quarantine
 from tasker.actors.step_dispatch import StepDispatcher
 from tasker.actors.task_finalizer import announce
 from tasker.messaging.broker import Broker
@@ -45,8 +46,9 @@ class ResultProcessor(GuardedActor):
         repository: StateRepository,
         *,
         discovery: pykka.ActorRef[Any],
+        quarantine: Quarantine | None = None,
     ) -> None:
-        super().__init__(broker)
+        super().__init__(broker, quarantine=quarantine)
         self.database = database
         self.repository = repository
         self.discovery = discovery

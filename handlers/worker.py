@@ -17,7 +17,9 @@ results finishing at the same moment into one broker call (`replies.py`). Around
 - `stop()` (SIGTERM/SIGINT under `run_worker`) stops receiving, hands back what has not
   started, and lets running handlers finish within `shutdown_grace_seconds`;
 - presence heartbeats (`presence.py`) tell the orchestrator this worker is alive, what it
-  serves and how busy it is, and finally that it stopped.
+  serves and how busy it is, and finally that it stopped;
+- a step of a task the orchestrator announced cancelled (`cancellations.py`) is acked
+  without running its handler.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from types import FrameType
 
 from tasker.config import Config, ConfigError
 from tasker.events import EventPublisher
+from tasker.handlers.cancellations import CancellationListener, CancelledTasks
 from tasker.handlers.compat import CompatError, apply_compat
 from tasker.handlers.execution import execute_step
 from tasker.handlers.fence import AttemptFence, Claim
@@ -101,6 +104,10 @@ class Worker:
         self._forced = threading.Event()
         self._consumers: list[threading.Thread] = []
         self._exit_code = 0
+        self._cancelled = CancelledTasks()
+        self._cancellations = CancellationListener(
+            broker, self._cancelled, poll=config.poll_interval_seconds, stopping=self._stopping
+        )
         self._events = EventPublisher(broker, config.events_queue)
         self._replies = ReplyCombiner(broker, ORCHESTRATION_RESULTS_QUEUE)
         self._presence = Presence(
@@ -116,6 +123,16 @@ class Worker:
     def in_flight(self) -> int:
         """Steps received and not yet reported or handed back."""
         return len(self._jobs)
+
+    @property
+    def cancelled_tasks(self) -> CancelledTasks:
+        """The cancelled tasks this worker has heard of."""
+        return self._cancelled
+
+    @property
+    def skipped_cancelled(self) -> int:
+        """Steps acked without running because their task was cancelled."""
+        return self._cancelled.skipped
 
     def stop(self, *, force: bool = False) -> None:
         """Ask the worker to shut down; `force` skips the grace period. Signal-safe."""
@@ -142,6 +159,7 @@ class Worker:
         self._pool.start()
         self._scheduler.start()
         self._presence.start()
+        self._cancellations.start()
         self._scheduler.call_every(self.config.visibility_timeout_seconds / 3, self._heartbeat)
         for namespace in self.config.namespaces:
             thread = threading.Thread(
@@ -160,6 +178,7 @@ class Worker:
         self._safely("wake", self.broker.wake)
         for thread in self._consumers:
             thread.join()
+        self._cancellations.join()
         self._hand_back(JobState.QUEUED, "not started")
         if not self._drain():
             self._hand_back(JobState.RUNNING, "still running after the grace period")
@@ -244,6 +263,11 @@ class Worker:
             return False
         if self._stopping.is_set():
             self._safely("nack", lambda: self.broker.nack(delivery, delay=0.0))
+            return False
+        if self._cancelled.skip(message.task_uuid):
+            log.info("skipping step %s: its task %s was cancelled",
+                     message.step_uuid, message.task_uuid)  # fmt: skip
+            self._safely("ack", lambda: self.broker.ack(delivery))
             return False
         job = Job(delivery, message)
         claim = self._fence.claim(job.key)

@@ -10,10 +10,14 @@ only its own backend understands.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
+
+# Channel names fit PostgreSQL's identifier limit and RabbitMQ's exchange names alike.
+_CHANNEL_NAME = re.compile(r"[a-z0-9_]{1,40}")
 
 
 class Transaction(Protocol):
@@ -61,6 +65,17 @@ class DeadLetter(msgspec.Struct, frozen=True):
     reason: str
     delivery_count: int
     body: str
+
+
+def check_channel_name(channel: str) -> str:
+    """Return `channel` if every backend can name a broadcast channel after it."""
+    if not _CHANNEL_NAME.fullmatch(channel):
+        raise BrokerError(
+            f"invalid broadcast channel {channel!r}: use 1-40 lowercase letters, digits and "
+            "underscores",
+            recoverable=False,
+        )
+    return channel
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -166,6 +181,36 @@ class Broker(abc.ABC):
 
     def wake(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Interrupt blocked `receive` calls so consumers can notice a shutdown promptly."""
+
+    # -- control notices ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def broadcast(self, channel: str, payload: bytes, *, within: Transaction | None = None) -> None:
+        """Publish `payload` to every current subscriber of `channel` (see `Subscription`).
+
+        With `within`, it is published only if that transaction commits.
+        """
+
+    @abc.abstractmethod
+    def subscribe(self, channel: str) -> Subscription:
+        """Start hearing `channel`'s broadcasts, from the moment this returns."""
+
+
+class Subscription(abc.ABC):
+    """A listener for one channel's broadcasts, used by one thread.
+
+    Broadcasts are control notices, not work: each reaches the subscribers listening when
+    it is sent, at most once, and is lost to a subscriber that is reconnecting. Whatever
+    rests on them must stay correct without them (they only save wasted work).
+    """
+
+    @abc.abstractmethod
+    def receive(self, timeout: float) -> list[bytes]:
+        """Payloads that arrived since the last call, waiting up to `timeout` for one."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop listening and release the connection."""
 
 
 class BrokerError(Exception):

@@ -13,7 +13,14 @@ from typing import Any
 
 import pybreaker
 
-from tasker.messaging.broker import Broker, BrokerError, Delivery, QueueStats, Transaction
+from tasker.messaging.broker import (
+    Broker,
+    BrokerError,
+    Delivery,
+    QueueStats,
+    Subscription,
+    Transaction,
+)
 
 
 def counts_against_broker(error: BaseException) -> bool:
@@ -90,6 +97,13 @@ class GuardedBroker(Broker):
     def queue_stats(self, queue: str) -> QueueStats:
         stats: QueueStats = self._call(self.inner.queue_stats, queue)
         return stats
+
+    def broadcast(self, channel: str, payload: bytes, *, within: Transaction | None = None) -> None:
+        self._call(self.inner.broadcast, channel, payload, within=within)
+
+    def subscribe(self, channel: str) -> Subscription:
+        subscription: Subscription = self._call(self.inner.subscribe, channel)
+        return subscription
 
     def wake(self) -> None:
         self.inner.wake()

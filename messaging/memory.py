@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -20,7 +21,9 @@ from tasker.messaging.broker import (
     DeadLetter,
     Delivery,
     QueueStats,
+    Subscription,
     Transaction,
+    check_channel_name,
     dead_letter_queue,
 )
 
@@ -46,6 +49,7 @@ class InMemoryBroker(Broker):
         self._condition = threading.Condition()
         self._wakes = 0
         self._closed = False
+        self._subscriptions: dict[str, set[_MemorySubscription]] = {}
 
     def ensure_queue(self, queue: str) -> None:
         with self._condition:
@@ -126,6 +130,29 @@ class InMemoryBroker(Broker):
             ready = sum(1 for message in messages if message.visible_at <= now)
             return QueueStats(queue=queue, ready=ready, in_flight=len(messages) - ready)
 
+    def broadcast(self, channel: str, payload: bytes, *, within: Transaction | None = None) -> None:
+        check_channel_name(channel)
+        if within is not None:
+            within.after_commit(lambda: self.broadcast(channel, payload))
+            return
+        with self._condition:
+            self._check_open()
+            subscribers = list(self._subscriptions.get(channel, ()))
+        for subscription in subscribers:
+            subscription.deliver(bytes(payload))
+
+    def subscribe(self, channel: str) -> Subscription:
+        check_channel_name(channel)
+        with self._condition:
+            self._check_open()
+            subscription = _MemorySubscription(lambda s: self._unsubscribe(channel, s))
+            self._subscriptions.setdefault(channel, set()).add(subscription)
+            return subscription
+
+    def _unsubscribe(self, channel: str, subscription: _MemorySubscription) -> None:
+        with self._condition:
+            self._subscriptions.get(channel, set()).discard(subscription)
+
     def wake(self) -> None:
         with self._condition:
             self._wakes += 1
@@ -188,3 +215,27 @@ class InMemoryBroker(Broker):
             if message is not None:
                 message.visible_at = visible_at
                 self._condition.notify_all()
+
+
+class _MemorySubscription(Subscription):
+    """Payloads broadcast since subscribing, waiting to be received."""
+
+    def __init__(self, on_close: Callable[[_MemorySubscription], None]) -> None:
+        self._arrived: deque[bytes] = deque()
+        self._condition = threading.Condition()
+        self._on_close = on_close
+
+    def deliver(self, payload: bytes) -> None:
+        with self._condition:
+            self._arrived.append(payload)
+            self._condition.notify_all()
+
+    def receive(self, timeout: float) -> list[bytes]:
+        with self._condition:
+            self._condition.wait_for(lambda: bool(self._arrived), max(timeout, 0.0))
+            payloads = list(self._arrived)
+            self._arrived.clear()
+            return payloads
+
+    def close(self) -> None:
+        self._on_close(self)

@@ -16,6 +16,8 @@ import msgspec
 ORCHESTRATION_RESULTS_QUEUE = "orchestration_step_results"
 ORCHESTRATION_TASK_REQUESTS_QUEUE = "orchestration_task_requests"
 ORCHESTRATION_WORKER_HEARTBEATS_QUEUE = "orchestration_worker_heartbeats"
+#: The broadcast channel on which the orchestrator tells every worker of a cancelled task.
+CANCELLATIONS_CHANNEL = "task_cancellations"
 
 
 def worker_queue(namespace: str) -> str:
@@ -138,7 +140,22 @@ class WorkerHeartbeatMessage(WireMessage, frozen=True, tag="worker_heartbeat"):
     interval_seconds: float = 5.0
 
 
-AnyMessage = StepMessage | StepResultMessage | TaskRequestMessage | WorkerHeartbeatMessage
+class TaskCancelled(WireMessage, frozen=True, tag="task_cancelled"):
+    """Orchestrator -> every worker (a broadcast): this task was cancelled, so skip its steps.
+
+    Only saves wasted work: a worker that misses it runs the step, and the state layer
+    records that result without reviving the task.
+    """
+
+    task_uuid: UUID
+    cancelled_at: datetime | None = None
+    actor: str | None = None
+    reason: str | None = None
+
+
+AnyMessage = (
+    StepMessage | StepResultMessage | TaskRequestMessage | WorkerHeartbeatMessage | TaskCancelled
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyMessage)

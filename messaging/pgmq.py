@@ -28,8 +28,16 @@ from tasker.messaging.broker import (
     DeadLetter,
     Delivery,
     QueueStats,
+    Subscription,
     Transaction,
+    check_channel_name,
     dead_letter_queue,
+)
+from tasker.messaging.pgmq_broadcast import (
+    NOTIFY,
+    PgmqSubscription,
+    check_notice_size,
+    notice_channel,
 )
 from tasker.messaging.pgmq_install import install_pgmq
 from tasker.messaging.pgmq_listener import Mark, QueueListener, insert_channel
@@ -210,6 +218,16 @@ class PgmqBroker(Broker):
         rows = self._execute(_METRICS, (queue,), queue=queue)
         total, visible = rows[0]
         return QueueStats(queue=queue, ready=visible, in_flight=total - visible)
+
+    def broadcast(self, channel: str, payload: bytes, *, within: Transaction | None = None) -> None:
+        """See `Broker.broadcast`: a NOTIFY, so `within=` delivers it at commit."""
+        text = check_notice_size(channel, _as_text(check_channel_name(channel), payload))
+        params = (notice_channel(channel), text)
+        self._execute(NOTIFY, params, queue=channel, within=within)
+
+    def subscribe(self, channel: str) -> Subscription:
+        check_channel_name(channel)
+        return PgmqSubscription(self.database_url, channel, retry_after=self.poll_interval)
 
     def wake(self) -> None:
         with self._lock:

@@ -37,9 +37,21 @@ import os
 import time
 from collections.abc import Sequence
 
+import pika
+
 from . import rabbitmq_operations as ops
 from . import rabbitmq_topology as topo
-from .broker import Broker, BrokerError, Delivery, QueueStats, Transaction, dead_letter_queue
+from .broker import (
+    Broker,
+    BrokerError,
+    Delivery,
+    QueueStats,
+    Subscription,
+    Transaction,
+    check_channel_name,
+    dead_letter_queue,
+)
+from .rabbitmq_broadcast import TRANSIENT, RabbitMQSubscription, declare_exchange
 from .rabbitmq_connection import Link, ThreadLinks
 from .rabbitmq_consumer import Receipt
 from .rabbitmq_janitor import Janitor
@@ -70,6 +82,8 @@ class RabbitMQBroker(Broker):
         super().__init__(max_deliveries=max_deliveries)
         self.connection_name = connection_name or f"tasker pid={os.getpid()}"
         self.lease_after = lease_after
+        self._url = url
+        self._reconnect_timeout = reconnect_timeout
         self._links = ThreadLinks(
             url, retry_for=reconnect_timeout, connection_name=self.connection_name
         )
@@ -223,6 +237,30 @@ class RabbitMQBroker(Broker):
         for link in self._links.snapshot():
             in_flight += link.consumers.held_for(queue) + link.consumers.buffered_for(queue)
         return QueueStats(queue, ready=int(declared.method.message_count), in_flight=in_flight)
+
+    # -- broadcasts (see rabbitmq_broadcast) ----------------------------------------------
+
+    def broadcast(self, channel: str, payload: bytes, *, within: Transaction | None = None) -> None:
+        check_channel_name(channel)
+        publish = functools.partial(self._broadcast, channel, bytes(payload))
+        if within is not None:
+            within.after_commit(publish)
+        else:
+            publish()
+
+    def _broadcast(self, channel: str, payload: bytes) -> None:
+        def publish(link: Link) -> None:
+            exchange = declare_exchange(link.channel, channel)
+            link.channel.basic_publish(exchange, "", payload, TRANSIENT)
+
+        self._links.run(f"broadcast on {channel!r}", publish)
+
+    def subscribe(self, channel: str) -> Subscription:
+        check_channel_name(channel)
+        parameters = pika.URLParameters(self._url)  # valid: ThreadLinks parsed it already
+        parameters.client_properties = {"connection_name": f"{self.connection_name} {channel}"}
+        retry_after = min(self._reconnect_timeout, 1.0)
+        return RabbitMQSubscription(parameters, channel, retry_after=retry_after)
 
     def wake(self) -> None:
         self._links.wake_all()

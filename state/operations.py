@@ -10,7 +10,7 @@ from uuid import UUID
 import msgspec
 from psycopg.types.json import Jsonb
 
-from tasker.state.db import Database
+from tasker.state.db import Database, UnitOfWork
 from tasker.state.errors import StaleTransitionError, TaskNotFoundError
 from tasker.state.states import StepState, step_sources
 
@@ -117,7 +117,14 @@ class Operations:
     def cancel_task(self, task_uuid: UUID, *, actor: str, reason: str) -> OperatorOutcome:
         """Cancel a task and its waiting steps; a finished task cannot be cancelled."""
         with self.database.transaction() as unit:
-            applied, previous = unit.execute_sql(_CANCEL_TASK, (task_uuid, actor, reason))[0]
+            return self.cancel_task_in(unit, task_uuid, actor=actor, reason=reason)
+
+    @staticmethod
+    def cancel_task_in(
+        unit: UnitOfWork, task_uuid: UUID, *, actor: str, reason: str
+    ) -> OperatorOutcome:
+        """`cancel_task` in the caller's transaction (to announce it in the same commit)."""
+        applied, previous = unit.execute_sql(_CANCEL_TASK, (task_uuid, actor, reason))[0]
         if previous is None:
             raise TaskNotFoundError(task_uuid)
         if not applied:

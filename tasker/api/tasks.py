@@ -99,9 +99,8 @@ class TaskRoutes(Controller):
         reason: FromQuery[str] = "cancelled through the API",
     ) -> schemas.Task:
         svc = services(state)
-        operations = svc.operations()
-        with state_errors():
-            operations.cancel_task(task_uuid, actor=actor(request), reason=reason)
+        with state_errors():  # the orchestrator also tells the workers
+            svc.orchestrator.cancel_task(task_uuid, actor=actor(request), reason=reason)
         return task_of(svc, task_uuid)
 
 

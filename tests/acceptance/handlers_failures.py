@@ -56,3 +56,17 @@ def slow(context: StepContext) -> dict[str, Any]:
 @step_handler("failures.after_slow")
 def after_slow(context: StepContext) -> dict[str, Any]:
     return {"result": "after"}
+
+
+@step_handler("failures.wait_at_gate")
+def wait_at_gate(context: StepContext) -> dict[str, Any]:
+    """Notes its run in the context's `runs_file`, then waits for `gate_file` to exist."""
+    with Path(context.get_input("runs_file")).open("a") as runs:
+        runs.write(f"{context.step_name}\n")
+    gate = Path(context.get_input("gate_file"))
+    deadline = time.monotonic() + 30
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise PermanentError("the gate never opened")
+        time.sleep(0.05)
+    return {"result": context.step_name}

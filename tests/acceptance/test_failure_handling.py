@@ -15,6 +15,8 @@ import pytest
 from tasker.cli.cluster import LocalCluster
 from tasker.cli.commands import register_templates
 from tasker.client import TaskerClient
+from tasker.messaging.backends import broker_from_config
+from tasker.messaging.messages import worker_queue
 from tasker.state.db import Database
 from tasker.state.dlq import DeadLetterRepository
 from tasker.state.errors import StaleTransitionError
@@ -35,6 +37,7 @@ class FailureCluster:
         self.repository = StateRepository(database)
         self.operations = Operations(database)
         self.dlq = DeadLetterRepository(database)
+        self.closing: list[Callable[[], None]] = []
 
     def run(self, name: str, context: dict[str, Any], timeout: float = 30) -> TaskView:
         task_uuid = self.client.create_task("failures", name, "1.0.0", context)
@@ -55,7 +58,10 @@ def _failure_cluster(
     cluster = LocalCluster(config, namespaces="failures", handler_modules=HANDLERS)
     client = TaskerClient(config)
     with cluster:
-        yield FailureCluster(cluster, client, database)
+        failures = FailureCluster(cluster, client, database)
+        yield failures
+    for close in failures.closing:
+        close()
     client.close()
     database.close()
 
@@ -222,6 +228,59 @@ def test_cancel_stops_a_task_and_a_late_result_does_not_revive_it(
     assert [s.current_state for s in view.steps] == ["cancelled", "cancelled"]
     assert failures.step(view, "slow").results == {"result": "slept"}
     assert failures.step(view, "after_slow").attempts == 0
+
+
+def test_workers_skip_the_queued_steps_of_a_cancelled_task(
+    failures: FailureCluster, tmp_path: Path
+) -> None:
+    # Given six parallel steps and a worker with four handler threads: four run, held at
+    # a gate, and two wait in the queue.
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    context = {"runs_file": str(runs), "gate_file": str(gate)}
+    task_uuid = failures.client.create_task("failures", "cancel_fan_out_workflow", "1.0.0", context)
+    _wait_until(lambda: len(_lines(runs)) == 4)
+    running = _lines(runs)
+
+    # When the task is cancelled (through the API, so the workers are told), and then the
+    # gate opens and the worker frees its threads for the two queued steps.
+    failures.client.cancel_task(task_uuid, "customer withdrew")
+    time.sleep(1.0)  # a broadcast takes milliseconds; this only rules out a slow machine
+    gate.touch()
+    queued = _worker_queue_depth(failures)
+    _wait_until(lambda: queued() == 0 and _results_recorded(failures, task_uuid, running))
+    time.sleep(1.0)  # a step that (wrongly) started would have noted its run by now
+
+    # Then the queued steps never ran, the running ones' results are recorded, and the
+    # task stays cancelled.
+    assert sorted(_lines(runs)) == sorted(running)
+    view = failures.repository.get_task(task_uuid)
+    assert view.status == "cancelled"
+    assert {s.current_state for s in view.steps} == {"cancelled"}
+    ran = {s.name: s.results for s in view.steps if s.name in running}
+    assert ran == {name: {"result": name} for name in running}
+    assert all(s.results is None for s in view.steps if s.name not in running)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def _worker_queue_depth(failures: FailureCluster) -> Callable[[], int]:
+    broker = broker_from_config(failures.cluster.config)
+    failures.closing.append(broker.close)
+    return lambda: broker.queue_stats(worker_queue("failures")).ready
+
+
+def _results_recorded(failures: FailureCluster, task_uuid: UUID, names: list[str]) -> bool:
+    view = failures.repository.get_task(task_uuid)
+    return all(s.results is not None for s in view.steps if s.name in names)
 
 
 def test_strict_identity_answers_a_duplicate_with_the_existing_task(
