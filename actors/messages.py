@@ -66,6 +66,12 @@ class EnqueueSteps(ActorMessage, frozen=True):
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class StepsPublished(ActorMessage, frozen=True):
+    """The broker confirmed these steps' messages: record it (batched, off the hot path)."""
+
+    step_uuids: tuple[UUID, ...]
+
+
 class RepublishUnconfirmed(ActorMessage, frozen=True):
     """Resend enqueued steps whose publish was not confirmed within `older_than` seconds."""
 

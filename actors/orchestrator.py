@@ -137,7 +137,12 @@ class Orchestrator:
             ),
         )
         results = ResultProcessor.start(
-            broker, database, repository, discovery=discovery, quarantine=self.quarantine
+            broker,
+            database,
+            repository,
+            enqueuer=enqueuer,
+            discovery=discovery,
+            quarantine=self.quarantine,
         )
         initializer = TaskInitializer.start(
             broker, database, repository, enqueuer, max_context_bytes=self.config.max_context_bytes

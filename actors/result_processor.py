@@ -18,7 +18,12 @@ import msgspec
 import pykka
 
 from tasker.actors.guarded import GuardedActor
-from tasker.actors.messages import RetryDue, StepResultReceived, StepResultsReceived
+from tasker.actors.messages import (
+    RetryDue,
+    StepResultReceived,
+    StepResultsReceived,
+    StepsPublished,
+)
 from tasker.actors.poison import Quarantine
 from tasker.actors.step_dispatch import StepDispatcher
 from tasker.actors.task_finalizer import announce
@@ -45,6 +50,7 @@ class ResultProcessor(GuardedActor):
         database: Database,
         repository: StateRepository,
         *,
+        enqueuer: pykka.ActorRef[Any],
         discovery: pykka.ActorRef[Any],
         quarantine: Quarantine | None = None,
     ) -> None:
@@ -52,8 +58,9 @@ class ResultProcessor(GuardedActor):
         self.database = database
         self.repository = repository
         self.discovery = discovery
+        self.enqueuer = enqueuer
         self.dynamic = DynamicSteps(repository)  # decisions, batches, checkpoints (issue 10)
-        self.dispatcher = StepDispatcher(broker, repository)
+        self.dispatcher = StepDispatcher(broker, repository, self._published)
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {StepResultReceived: self.process, StepResultsReceived: self.process_batch}
@@ -119,6 +126,10 @@ class ResultProcessor(GuardedActor):
     def _finalize(self, unit: UnitOfWork, task: UUID, trace: dict[str, str]) -> FinalizeOutcome:
         with traced("tasker.task.finalize", trace, task_uuid=task):  # telemetry hook
             return self.repository.finalize_task(unit, task)
+
+    def _published(self, steps: list[UUID]) -> None:
+        """Publish confirms (RabbitMQ) are recorded by the enqueuer, batched, off this thread."""
+        self.enqueuer.tell(StepsPublished(tuple(steps)))
 
     def _after_commit(
         self, result: StepResultMessage, outcome: ResultOutcome, elapsed: float

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -90,9 +90,16 @@ class StepDispatcher:
     One per actor: it caches templates and known queues, and is used from one thread.
     """
 
-    def __init__(self, broker: Broker, repository: StateRepository) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        repository: StateRepository,
+        confirmed: Callable[[list[UUID]], None] | None = None,
+    ) -> None:
         self.broker = broker
         self.repository = repository
+        # Records publish confirms (after-commit brokers); by default at once, in a transaction.
+        self.confirmed = confirmed or repository.mark_published
         self.catalog = TemplateCatalog(repository)  # for each step's `publishes_events`
         self._events: dict[tuple[str, str, str], dict[str, tuple[Any, ...]]] = {}
         self._known_queues: set[str] = set()
@@ -141,7 +148,7 @@ class StepDispatcher:
             # The claim committed: the sweeper re-publishes steps with no publish confirm.
             log.warning("publish of %d step(s) failed (%s); the sweep resends", len(steps), exc)
             return
-        self.repository.mark_published([entry.step.step_uuid for entry in steps])
+        self.confirmed([entry.step.step_uuid for entry in steps])
 
     def _by_queue(
         self, steps: list[DispatchStep], traces: Mapping[UUID, dict[str, str]]

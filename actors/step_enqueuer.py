@@ -15,7 +15,7 @@ from uuid import UUID
 import msgspec
 
 from tasker.actors.guarded import GuardedActor
-from tasker.actors.messages import EnqueueSteps, RepublishUnconfirmed
+from tasker.actors.messages import EnqueueSteps, RepublishUnconfirmed, StepsPublished
 from tasker.actors.step_dispatch import StepDispatcher
 from tasker.messaging.broker import Broker
 from tasker.state.db import Database
@@ -32,6 +32,10 @@ class _Flush(msgspec.Struct, frozen=True):
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class _FlushPublished(msgspec.Struct, frozen=True):
+    """Record every publish confirm collected so far (the enqueuer tells itself this)."""
+
+
 class StepEnqueuer(GuardedActor):
     def __init__(self, broker: Broker, database: Database, repository: StateRepository) -> None:
         super().__init__(broker)
@@ -39,11 +43,14 @@ class StepEnqueuer(GuardedActor):
         self.repository = repository
         self.dispatcher = StepDispatcher(broker, repository)
         self._pending: dict[UUID, None] = {}  # ordered set of steps awaiting the next flush
+        self._published: set[UUID] = set()  # confirmed steps awaiting their record
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {
             EnqueueSteps: self.collect,
             _Flush: self.flush,
+            StepsPublished: self.collect_published,
+            _FlushPublished: self.flush_published,
             RepublishUnconfirmed: self.republish,
         }
 
@@ -67,6 +74,16 @@ class StepEnqueuer(GuardedActor):
             self.database.transaction() as unit,
         ):
             self.dispatcher.dispatch(unit, message.step_uuids)
+
+    def collect_published(self, message: StepsPublished) -> None:
+        """Gather publish confirms; under load one UPDATE records many (see `collect`)."""
+        if not self._published:
+            self.actor_ref.tell(_FlushPublished())
+        self._published.update(message.step_uuids)
+
+    def flush_published(self, _: _FlushPublished) -> None:
+        steps, self._published = list(self._published), set()
+        self.repository.mark_published(steps)
 
     def republish(self, message: RepublishUnconfirmed) -> None:
         """Resend steps whose publish may have been lost (crash between commit and confirm)."""
