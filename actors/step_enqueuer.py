@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -24,7 +24,7 @@ from tasker.state.dispatch import DispatchStep, claim_for_dispatch, with_inputs
 from tasker.state.records import ClaimedStep
 from tasker.state.repository import StateRepository
 from tasker.telemetry import metrics
-from tasker.telemetry.hooks import inject, traced
+from tasker.telemetry.hooks import inject, traced, within_task
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,10 @@ class StepEnqueuer(GuardedActor):
 
     def enqueue(self, message: EnqueueSteps) -> None:
         transactional = self.broker.transactional
-        with (
-            traced("tasker.steps.enqueue", message.trace_context),  # telemetry hook
-            self.database.transaction() as unit,
-        ):
+        with self.database.transaction() as unit:
             # Dynamic steps (issue 10): batch parallelism, inputs and checkpoints.
             dispatched = claim_for_dispatch(unit, message.step_uuids, published=transactional)
-            self._send(dispatched, within=unit)
+            self._send(dispatched, within=unit, live=message.trace_context)
         claimed = [entry.step for entry in dispatched]
         steps_enqueued(claimed)  # telemetry hook
         # Here the transaction has committed and any after-commit publish is confirmed.
@@ -131,19 +128,24 @@ class StepEnqueuer(GuardedActor):
         self._send(with_inputs(self.database, stale), within=None)
         self.repository.mark_published([step.step_uuid for step in stale])
 
-    def _send(self, steps: list[DispatchStep], *, within: UnitOfWork | None) -> None:
-        for queue, bodies in self._by_queue(steps).items():
+    def _send(
+        self, steps: list[DispatchStep], *, within: UnitOfWork | None, live: Trace = None
+    ) -> None:
+        for queue, bodies in self._by_queue(steps, live).items():
             self._ensure(queue)
             self.broker.send_batch(queue, bodies, within=within)
 
-    def _by_queue(self, claimed: list[DispatchStep]) -> dict[str, list[bytes]]:
+    def _by_queue(self, claimed: list[DispatchStep], live: Trace) -> dict[str, list[bytes]]:
         grouped: dict[str, list[bytes]] = defaultdict(list)
-        for entry in claimed:
-            step = entry.step
-            message = step_message(
-                step, self._events_of(step), inputs=entry.inputs, checkpoint=entry.checkpoint
-            )
-            grouped[worker_queue(step.namespace)].append(encode(message))
+        for entries in _by_task(claimed):
+            with _enqueue_span(entries, live):  # telemetry hook: the messages continue it
+                for entry in entries:
+                    step = entry.step
+                    message = step_message(
+                        step, self._events_of(step), inputs=entry.inputs,
+                        checkpoint=entry.checkpoint,
+                    )  # fmt: skip
+                    grouped[worker_queue(step.namespace)].append(encode(message))
         return grouped
 
     def _events_of(self, step: ClaimedStep) -> tuple[Any, ...]:
@@ -165,3 +167,27 @@ def steps_enqueued(claimed: list[ClaimedStep]) -> None:
     """Count enqueued steps per namespace (telemetry hook)."""
     for namespace in {step.namespace for step in claimed}:
         metrics.steps_enqueued(namespace, sum(s.namespace == namespace for s in claimed))
+
+
+Trace = Mapping[str, str] | None
+
+
+def _by_task(claimed: list[DispatchStep]) -> Iterable[list[DispatchStep]]:
+    """The claimed steps grouped by task (a flush may cover many tasks)."""
+    tasks: dict[UUID, list[DispatchStep]] = defaultdict(list)
+    for entry in claimed:
+        tasks[entry.step.task_uuid].append(entry)
+    return tasks.values()
+
+
+def _enqueue_span(entries: list[DispatchStep], live: Trace) -> Any:
+    """The span of one task's enqueueing, in that task's trace (telemetry hook): the live
+    context when it is the task's, else the one stored with the task (retries, sweeps)."""
+    first = entries[0]
+    return traced(
+        "tasker.steps.enqueue",
+        within_task(live, first.trace_context),
+        task_uuid=first.step.task_uuid,
+        namespace=first.step.namespace,
+        steps=len(entries),
+    )
