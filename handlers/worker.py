@@ -220,7 +220,11 @@ class Worker:
 
     def _receive_batch(self, queue: str) -> None:
         wait = self.config.poll_interval_seconds
-        reserved = self._slots.reserve(self.config.batch_size, wait, self._stopping.is_set)
+        # At most a fair share of the slots, so every namespace's consumer can poll at once.
+        share = -(-self.config.concurrency // len(self.config.namespaces))
+        reserved = self._slots.reserve(
+            min(self.config.batch_size, share), wait, self._stopping.is_set
+        )
         used = 0
         try:
             if reserved:
