@@ -205,11 +205,13 @@ class Orchestrator:
             return 0  # a queue not created yet holds nothing
 
     def after_operator_action(self, outcome: OperatorOutcome) -> None:
-        """Carry on a task an operator changed: run what became ready, finalize if done."""
+        """Carry on a task an operator changed: run what became ready, finalize if done.
+
+        Called inside the operator action's span, which the follow-up work continues."""
         if outcome.ready_steps:
-            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps))
+            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps, inject()))
         if outcome.finalize:
-            self.finalizer.tell(FinalizeTask(outcome.task_uuid))
+            self.finalizer.tell(FinalizeTask(outcome.task_uuid, inject()))
 
     def cancel_task(self, task_uuid: UUID, *, actor: str, reason: str) -> OperatorOutcome:
         """Cancel a task and tell the workers to skip its queued steps (for the API)."""

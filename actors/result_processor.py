@@ -91,7 +91,7 @@ class ResultProcessor(GuardedActor):
         with self.database.transaction() as unit:
             applied = [(item.result, *self._apply_traced(unit, item.result)) for item in ordered]
             traces = {step: trace for _, outcome, trace in applied for step in _ready(outcome)}
-            self.dispatcher.dispatch(unit, list(traces), traces)
+            self.dispatcher.dispatch(unit, list(traces), traces=traces)
             finishing = _to_finish(applied)
             finished = [self._finalize(unit, task, trace) for task, trace in finishing]
             for item in ordered:

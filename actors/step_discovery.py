@@ -85,9 +85,10 @@ class StepDiscovery(GuardedActor):
         # enqueuer must not be announced again (that feeds back into the backlog).
         stalled = self.repository.unfinished_tasks_needing_attention(3 * self.sweep_interval)
         to_resume = []
-        for task_uuid, status in stalled:
+        for task_uuid, status, trace_context in stalled:
             if status in ("evaluating_results", "blocked_by_failures"):
-                self.finalizer.tell(FinalizeTask(task_uuid))
+                # The task's stored trace: finalization joins it (telemetry).
+                self.finalizer.tell(FinalizeTask(task_uuid, trace_context or {}))
             else:
                 to_resume.append(task_uuid)
         ready = self.repository.ready_steps_of_tasks(to_resume) if to_resume else []

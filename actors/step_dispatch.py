@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -26,7 +26,7 @@ from tasker.state.dispatch import DispatchStep, claim_for_dispatch
 from tasker.state.records import ClaimedStep
 from tasker.state.repository import RegisteredTemplate, StateRepository
 from tasker.telemetry import metrics
-from tasker.telemetry.hooks import inject
+from tasker.telemetry.hooks import inject, traced, within_task
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,10 @@ def step_message(
     *,
     inputs: dict[str, Any] | None = None,
     checkpoint: dict[str, Any] | None = None,
-    trace_context: dict[str, str] | None = None,
 ) -> StepMessage:
     """The message a worker needs to run one attempt of a claimed step.
 
     `inputs` (a batch worker's cursor) and `checkpoint` are the step's own (issue 10).
-    `trace_context` defaults to the current span's, continuing the trace to the worker.
     """
     return StepMessage(
         task_uuid=step.task_uuid,
@@ -63,7 +61,7 @@ def step_message(
         timeout_seconds=step.timeout_seconds,
         correlation_id=step.correlation_id,
         fence=step.fence,
-        trace_context=inject() if trace_context is None else trace_context,
+        trace_context=inject(),  # continues the current trace to the worker (telemetry)
         publishes_events=list(events),
         step_inputs=inputs or {},
         checkpoint=checkpoint,
@@ -108,11 +106,13 @@ class StepDispatcher:
         self,
         unit: UnitOfWork,
         step_uuids: Sequence[UUID],
-        traces: Mapping[UUID, dict[str, str]] | None = None,
+        live: Trace = None,
+        traces: Mapping[UUID, Trace] | None = None,
     ) -> list[ClaimedStep]:
         """Claim the given steps still ready and send their messages with the transaction.
 
-        `traces` maps a step to the trace its message continues (default: the current one).
+        A step's message continues `traces[step]`, else `live`, when that is its task's
+        trace, and otherwise the trace stored with its task (see `_enqueue_span`).
         """
         transactional = self.broker.transactional
         dispatched: list[DispatchStep] = []
@@ -121,7 +121,7 @@ class StepDispatcher:
             dispatched += claim_for_dispatch(unit, chunk, published=transactional)
         if not dispatched:
             return []
-        bodies = self._by_queue(dispatched, traces or {})
+        bodies = self._by_queue(dispatched, lambda step: (traces or {}).get(step, live))
         if transactional:
             self.send(bodies, within=unit)
         else:
@@ -133,7 +133,7 @@ class StepDispatcher:
 
     def messages(self, steps: list[DispatchStep]) -> dict[str, list[bytes]]:
         """Encoded step messages by worker queue (for steps claimed earlier)."""
-        return self._by_queue(steps, {})
+        return self._by_queue(steps, lambda _: None)
 
     def send(self, bodies: dict[str, list[bytes]], *, within: UnitOfWork | None) -> None:
         for queue, messages in bodies.items():
@@ -151,19 +151,20 @@ class StepDispatcher:
         self.confirmed([entry.step.step_uuid for entry in steps])
 
     def _by_queue(
-        self, steps: list[DispatchStep], traces: Mapping[UUID, dict[str, str]]
+        self, steps: list[DispatchStep], live: Callable[[UUID], Trace]
     ) -> dict[str, list[bytes]]:
         grouped: dict[str, list[bytes]] = defaultdict(list)
-        for entry in steps:
-            step = entry.step
-            message = step_message(
-                step,
-                self._events_of(step),
-                inputs=entry.inputs,
-                checkpoint=entry.checkpoint,
-                trace_context=traces.get(step.step_uuid),
-            )
-            grouped[worker_queue(step.namespace)].append(encode(message))
+        for entries in _by_task(steps):
+            with _enqueue_span(entries, live(entries[0].step.step_uuid)):  # telemetry hook
+                for entry in entries:
+                    step = entry.step
+                    message = step_message(
+                        step,
+                        self._events_of(step),
+                        inputs=entry.inputs,
+                        checkpoint=entry.checkpoint,
+                    )
+                    grouped[worker_queue(step.namespace)].append(encode(message))
         return grouped
 
     def _events_of(self, step: ClaimedStep) -> tuple[Any, ...]:
@@ -185,3 +186,27 @@ def steps_enqueued(claimed: list[ClaimedStep]) -> None:
     """Count enqueued steps per namespace (telemetry hook)."""
     for namespace in {step.namespace for step in claimed}:
         metrics.steps_enqueued(namespace, sum(s.namespace == namespace for s in claimed))
+
+
+Trace = Mapping[str, str] | None
+
+
+def _by_task(claimed: list[DispatchStep]) -> Iterable[list[DispatchStep]]:
+    """The claimed steps grouped by task (one claim may cover many tasks)."""
+    tasks: dict[UUID, list[DispatchStep]] = defaultdict(list)
+    for entry in claimed:
+        tasks[entry.step.task_uuid].append(entry)
+    return tasks.values()
+
+
+def _enqueue_span(entries: list[DispatchStep], live: Trace) -> Any:
+    """The span of one task's enqueueing, in that task's trace (telemetry hook): the live
+    context when it is the task's, else the one stored with the task (retries, sweeps)."""
+    first = entries[0]
+    return traced(
+        "tasker.steps.enqueue",
+        within_task(live, first.trace_context),
+        task_uuid=first.step.task_uuid,
+        namespace=first.step.namespace,
+        steps=len(entries),
+    )

@@ -21,7 +21,6 @@ from tasker.messaging.broker import Broker
 from tasker.state.db import Database
 from tasker.state.dispatch import with_inputs
 from tasker.state.repository import StateRepository
-from tasker.telemetry.hooks import traced
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +68,8 @@ class StepEnqueuer(GuardedActor):
         self.enqueue(EnqueueSteps(steps, message.trace_context))
 
     def enqueue(self, message: EnqueueSteps) -> None:
-        with (
-            traced("tasker.steps.enqueue", message.trace_context),  # telemetry hook
-            self.database.transaction() as unit,
-        ):
-            self.dispatcher.dispatch(unit, message.step_uuids)
+        with self.database.transaction() as unit:
+            self.dispatcher.dispatch(unit, message.step_uuids, live=message.trace_context)
 
     def collect_published(self, message: StepsPublished) -> None:
         """Gather publish confirms; under load one UPDATE records many (see `collect`)."""

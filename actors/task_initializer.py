@@ -100,7 +100,9 @@ class TaskInitializer(GuardedActor):
         spec = msgspec.convert(msgspec.structs.asdict(request), TaskSpec)
         started = time.perf_counter()
         with self.database.transaction() as unit:
-            creation = self.repository.create_task(unit, registered, spec, identity_hash=identity)
+            creation = self.repository.create_task(
+                unit, registered, spec, identity_hash=identity, trace_context=inject()
+            )  # the initialization span's context: later work on the task joins its trace
             if delivery is not None:
                 self.broker.ack(delivery, within=unit)
         if not creation.created:

@@ -81,10 +81,14 @@ class Presence(threading.Thread):
             self.join(_FINAL_BEAT_TIMEOUT)
 
     def run(self) -> None:
+        sent = None
         while not self._done.is_set():
-            self.beat(self._status)
+            sent = self._status
+            self.beat(sent)
             self._wake.wait(self.interval)
             self._wake.clear()
+        if self._status == "stopping" and sent != "stopping":
+            self.beat("stopping")  # a stop right after stopping() still announces both
         self.beat("stopped")
 
     def beat(self, status: WorkerStatus) -> bool:

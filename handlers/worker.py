@@ -35,7 +35,8 @@ from functools import partial
 from types import FrameType
 
 from tasker.config import Config, ConfigError
-from tasker.events import EventPublisher
+from tasker.events import EventPublisher, settles_step
+from tasker.handlers.batch_types import CHECKPOINT_MARKER
 from tasker.handlers.cancellations import CancellationListener, CancelledTasks
 from tasker.handlers.compat import CompatError, apply_compat
 from tasker.handlers.execution import execute_step
@@ -242,7 +243,11 @@ class Worker:
 
     def _receive_batch(self, queue: str) -> None:
         wait = self.config.poll_interval_seconds
-        reserved = self._slots.reserve(self.config.batch_size, wait, self._stopping.is_set)
+        # At most a fair share of the slots, so every namespace's consumer can poll at once.
+        share = -(-self.config.concurrency // len(self.config.namespaces))
+        reserved = self._slots.reserve(
+            min(self.config.batch_size, share), wait, self._stopping.is_set
+        )
         used = 0
         try:
             if reserved:
@@ -369,27 +374,33 @@ class Worker:
             worker_id=self.worker_id,
         )
         try:
-            for delay in (*_REPLY_RETRY_DELAYS, None):
-                try:
-                    self._replies.send(job.delivery, body)
-                    self._fence.finish(job.key)
-                    # Domain events follow the reported outcome and never fail the step.
-                    payload = result.result if result.is_success else result.error_message
-                    self._events.after_outcome(job.message, result.is_success, payload)
-                    return
-                except Exception as exc:
-                    log.warning("reporting step %s failed: %s", job.message.step_uuid, exc)
-                    if delay is not None:
-                        time.sleep(delay)
-            log.error(
-                "could not report step %s attempt %d; it will be redelivered after the "
-                "visibility timeout and run again",
-                job.message.step_uuid,
-                job.message.attempt,
-            )
-            self._fence.release(job.key)
+            if self._send_report(job, body) and _settles_step(job.message, result):
+                # Domain events follow the reported outcome, outside the report's retries:
+                # whatever they do can neither fail the step nor send its result twice.
+                payload = result.result if result.is_success else result.error_message
+                self._events.after_outcome(job.message, result.is_success, payload)
         finally:
             self._jobs.remove(job)
+
+    def _send_report(self, job: Job, body: bytes) -> bool:
+        """Reply with the result and ack the step, retrying; whether it went out."""
+        for delay in (*_REPLY_RETRY_DELAYS, None):
+            try:
+                self._replies.send(job.delivery, body)
+                self._fence.finish(job.key)
+                return True
+            except Exception as exc:
+                log.warning("reporting step %s failed: %s", job.message.step_uuid, exc)
+                if delay is not None:
+                    time.sleep(delay)
+        log.error(
+            "could not report step %s attempt %d; it will be redelivered after the "
+            "visibility timeout and run again",
+            job.message.step_uuid,
+            job.message.attempt,
+        )
+        self._fence.release(job.key)
+        return False
 
     # Heartbeat
 
@@ -464,3 +475,9 @@ def _stop_on_signals(worker: Worker) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _settles_step(message: StepMessage, result: StepHandlerResult) -> bool:
+    """Whether this attempt's result decides the step (domain events follow only those)."""
+    yielded = CHECKPOINT_MARKER in result.metadata
+    return settles_step(message, result.is_success, retryable=result.retryable, yielded=yielded)

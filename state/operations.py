@@ -54,6 +54,7 @@ SELECT applied, previous_state, task_status, ready_steps, finalize
   FROM tasker.operator_step_action(%s, %s, %s, %s, %s, %s, %s)
 """
 _CANCEL_TASK = "SELECT applied, previous_status FROM tasker.cancel_task(%s, %s, %s)"
+_TRACE_CONTEXT = "SELECT tasker.task_trace_context(%s)"
 _AUDIT = """
 SELECT task_uuid, step_uuid, action, actor, reason, details, created_at
   FROM tasker.audit_log WHERE task_uuid = %s ORDER BY id
@@ -132,6 +133,12 @@ class Operations:
                 "task", task_uuid, frozenset({"any unfinished state"}), previous, "cancelled"
             )
         return OperatorOutcome(task_uuid, None, previous, "cancelled")
+
+    def trace_context(self, task_uuid: UUID) -> dict[str, str] | None:
+        """The W3C context the task was created in: an action on it joins that trace."""
+        with self.database.transaction() as unit:
+            found: dict[str, str] | None = unit.execute_sql(_TRACE_CONTEXT, (task_uuid,))[0][0]
+        return found
 
     def audit(self, task_uuid: UUID) -> list[AuditRecord]:
         """Every operator action on a task and its steps, oldest first."""

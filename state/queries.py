@@ -51,7 +51,7 @@ SELECT min(next_retry_at) FROM tasker.workflow_steps WHERE state = 'waiting_for_
 # Tasks that a crash may have left between pipeline stages: ready work not yet claimed
 # (enqueuing_steps) or all steps done but not finalized (evaluating_results / blocked).
 TASKS_NEEDING_ATTENTION = """
-SELECT task_uuid, status FROM tasker.tasks
+SELECT task_uuid, status, trace_context FROM tasker.tasks
  WHERE status IN ('enqueuing_steps', 'evaluating_results', 'blocked_by_failures',
                   'waiting_for_dependencies')
    AND updated_at < clock_timestamp() - make_interval(secs => %s)
@@ -180,11 +180,11 @@ SELECT outcome, task_uuid, step_state, task_status, ready_steps, finalize
 CLAIM_FOR_DISPATCH = """
 SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, timeout_seconds,
        namespace, task_name, task_version, context, correlation_id, dependency_results, fence,
-       inputs, checkpoint
+       inputs, checkpoint, tasker.task_trace_context(task_uuid)
   FROM tasker.claim_for_dispatch(%s::uuid[], %s)
 """
 
 STEP_INPUTS = """
-SELECT step_uuid, inputs, checkpoint FROM tasker.workflow_steps
- WHERE step_uuid = ANY (%s::uuid[]) AND (inputs IS NOT NULL OR checkpoint IS NOT NULL)
+SELECT step_uuid, inputs, checkpoint, tasker.task_trace_context(task_uuid)
+  FROM tasker.workflow_steps WHERE step_uuid = ANY (%s::uuid[])
 """

@@ -8,7 +8,7 @@ transaction. SQL text lives in `state/queries.py`.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -124,11 +124,13 @@ class StateRepository:
         spec: TaskSpec,
         *,
         identity_hash: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
     ) -> TaskCreation:
         """Create a task with its steps and edges.
 
         A repeated task_uuid, or an identity_hash an existing task already has, creates
         nothing: the result then carries the existing task's id with `created` False.
+        `trace_context` (W3C) is stored with the task: later work on it joins that trace.
         """
         template = registered.template
         task = {
@@ -139,6 +141,7 @@ class StateRepository:
             "name": template.name,
             "version": template.version,
             "identity_hash": identity_hash,
+            "trace_context": dict(trace_context) if trace_context else None,
         }
         # Dynamic steps (issue 10): only the steps that exist from the start; those after a
         # decision or batchable step are created when its outcome determines them.
@@ -240,11 +243,12 @@ class StateRepository:
 
     def unfinished_tasks_needing_attention(
         self, older_than_seconds: float, limit: int = 500
-    ) -> list[tuple[UUID, str]]:
-        """Active tasks left mid-pipeline (e.g. by a crash): ready work or finalization."""
+    ) -> list[tuple[UUID, str, dict[str, str] | None]]:
+        """Active tasks left mid-pipeline (e.g. by a crash): ready work or finalization;
+        each with its status and stored trace context."""
         with self.database.transaction() as unit:
             rows = unit.execute_sql(queries.TASKS_NEEDING_ATTENTION, (older_than_seconds, limit))
-        return [(row[0], row[1]) for row in rows]
+        return [(row[0], row[1], row[2]) for row in rows]
 
     def ready_steps_of_tasks(self, task_uuids: Sequence[UUID]) -> list[UUID]:
         """The steps of these tasks that could run now, in one query."""

@@ -1,8 +1,9 @@
 """Domain events: what a step declares in `publishes_events`, published after its outcome.
 
 A declaration is an event name (published on success) or `{name, condition}` with
-condition `success`, `failure` or `always`. After the worker has reported the step's
-outcome, each matching event goes to in-process subscribers (`subscribe`) and, durably,
+condition `success`, `failure` or `always`. After the worker has reported the attempt that
+decides the step's outcome (a success, or a failure that will not be retried), each
+matching event goes to in-process subscribers (`subscribe`) and, durably,
 to the `events_queue` (a JSON `DomainEvent` per message). Publishing never fails the step:
 a subscriber's or the broker's error is logged and the event dropped.
 """
@@ -60,6 +61,16 @@ def declared(entry: Any) -> tuple[str, str]:
     if isinstance(entry, dict):
         return str(entry.get("name", "")), str(entry.get("condition", "success"))
     return str(entry), "success"
+
+
+def settles_step(message: StepMessage, success: bool, *, retryable: bool, yielded: bool) -> bool:
+    """Whether this attempt decides the step's outcome, which events follow: a success, or
+    a failure with no retry to come (apply_step_result's rule); never a checkpoint yield."""
+    if yielded:
+        return False
+    return success or not (
+        retryable and message.retryable and message.attempt < message.max_attempts
+    )
 
 
 def events_for(message: StepMessage, success: bool, payload: Any) -> list[DomainEvent]:

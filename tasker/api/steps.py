@@ -8,13 +8,15 @@ from uuid import UUID
 from litestar import Controller, Request, get, patch
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
+from opentelemetry.trace import SpanKind
 
 from tasker.api import schemas, views
 from tasker.api.auth import requires
 from tasker.api.common import actor, services, state_errors, step_of, task_of
 from tasker.api.errors import responses
 from tasker.api.services import ApiServices
-from tasker.state.operations import AuditRecord
+from tasker.state.operations import AuditRecord, Operations
+from tasker.telemetry import tracing
 
 
 class StepRoutes(Controller):
@@ -61,13 +63,14 @@ class StepRoutes(Controller):
         svc = services(state)
         step_of(svc, task_uuid, step_uuid)  # 404 for a step of another task
         operations = svc.operations()
-        with state_errors():
-            outcome = operations.step_action(
-                task_uuid, step_uuid, data.action_type,
-                actor=actor(request, data.resolved_by), reason=data.reason,
-                result=data.completion_data,
-            )  # fmt: skip
-        svc.orchestrator.after_operator_action(outcome)
+        with _operator_span(operations, request, task_uuid, step_uuid, data.action_type):
+            with state_errors():
+                outcome = operations.step_action(
+                    task_uuid, step_uuid, data.action_type,
+                    actor=actor(request, data.resolved_by), reason=data.reason,
+                    result=data.completion_data,
+                )  # fmt: skip
+            svc.orchestrator.after_operator_action(outcome)  # continues the span's trace
         return step_of(svc, task_uuid, step_uuid)
 
     @get(
@@ -96,6 +99,28 @@ class StepRoutes(Controller):
         svc = services(state)
         task_of(svc, task_uuid)
         return _audit(svc, task_uuid, None, svc.repository.task_transitions(task_uuid))
+
+
+def _operator_span(
+    operations: Operations,
+    request: Request[Any, Any, Any],
+    task_uuid: UUID,
+    step_uuid: UUID,
+    action: str,
+) -> Any:
+    """The action's span, in the task's trace (what it sets off follows there), linked to
+    the caller's trace (telemetry hook)."""
+    caller = dict(request.headers.items())
+    stored = operations.trace_context(task_uuid)
+    return tracing.span(
+        "PATCH /v1/tasks/{task_uuid}/workflow_steps/{step_uuid}",
+        stored or caller,
+        kind=SpanKind.SERVER,
+        links=[caller] if stored else [],
+        task_uuid=task_uuid,
+        step_uuid=step_uuid,
+        action=action,
+    )
 
 
 def _audit(

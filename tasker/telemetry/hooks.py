@@ -14,6 +14,7 @@ from tasker.messaging.messages import StepMessage
 from tasker.telemetry import logcontext, tracing
 
 inject = tracing.inject
+within_task = tracing.within_task
 
 
 @contextmanager
@@ -29,7 +30,7 @@ def traced(
     **attributes: Any,
 ) -> Iterator[Span]:
     """Run the block in a span of the trace in `carrier`, logging with these ids."""
-    ids = {
+    ids: dict[str, Any] = {
         "task_uuid": task_uuid,
         "step_uuid": step_uuid,
         "correlation_id": correlation_id,

@@ -8,7 +8,7 @@ exporter the OpenTelemetry API is a no-op and these helpers cost next to nothing
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tasker.config import Config
@@ -59,16 +59,48 @@ def inject() -> dict[str, str]:
     return carrier
 
 
+def within_task(
+    live: Mapping[str, str] | None, stored: Mapping[str, str] | None
+) -> Mapping[str, str] | None:
+    """The context to continue for work on a task whose trace is `stored`.
+
+    `live` (the context this work was handed) when it belongs to the task's trace, so the
+    causal chain shows; else the task's own: work that starts with no live context (a
+    retry timer, a sweep, an operator) or in another task's batch still joins its trace.
+    """
+    if stored and _trace_id(live) != _trace_id(stored):
+        return stored
+    return live
+
+
+def _trace_id(carrier: Mapping[str, str] | None) -> int | None:
+    found = _span_context(carrier)
+    return found.trace_id if found is not None else None
+
+
+def _span_context(carrier: Mapping[str, str] | None) -> trace.SpanContext | None:
+    """The span a carrier names (None when it names none)."""
+    if not carrier:
+        return None
+    found = trace.get_current_span(_propagator.extract(carrier)).get_span_context()
+    return found if found.is_valid else None
+
+
 @contextmanager
 def span(
     name: str,
     carrier: Mapping[str, str] | None = None,
     *,
     kind: SpanKind = SpanKind.INTERNAL,
+    links: Sequence[Mapping[str, str]] = (),
     **attributes: Any,
 ) -> Iterator[Span]:
-    """A span continuing the trace in `carrier` (or the current one); ids as attributes."""
+    """A span continuing the trace in `carrier` (or the current one), linked to the traces
+    in `links`; ids as attributes."""
     parent = _propagator.extract(carrier) if carrier else None
     attrs = {f"tasker.{key}": str(value) for key, value in attributes.items() if value is not None}
-    with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attrs) as s:
+    related = [Link(found) for found in map(_span_context, links) if found is not None]
+    with _tracer.start_as_current_span(
+        name, context=parent, kind=kind, attributes=attrs, links=related
+    ) as s:
         yield s

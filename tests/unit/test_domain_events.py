@@ -7,8 +7,9 @@ from typing import Any
 from uuid import uuid4
 
 import msgspec
+import pytest
 
-from tasker.events import DomainEvent, EventPublisher, subscribe
+from tasker.events import DomainEvent, EventPublisher, settles_step, subscribe
 from tasker.messaging.memory import InMemoryBroker
 from tasker.messaging.messages import HandlerSpec, StepMessage
 
@@ -74,3 +75,21 @@ def test_a_failing_subscriber_or_broker_never_raises() -> None:
         EventPublisher(broker, QUEUE).after_outcome(_message("payment.charged"), True, None)
     finally:
         unsubscribe()
+
+
+@pytest.mark.parametrize(
+    ("success", "retryable", "attempt", "yielded", "settles"),
+    [
+        (True, True, 1, False, True),  # a success decides the step
+        (False, True, 1, False, False),  # a failure that will be retried does not
+        (False, True, 3, False, True),  # ... unless it was the last attempt
+        (False, False, 1, False, True),  # ... or the failure is permanent
+        (False, True, 1, True, False),  # a batch worker's checkpoint yield never does
+    ],
+)
+def test_events_follow_only_the_attempt_that_decides_the_step(
+    success: bool, retryable: bool, attempt: int, yielded: bool, settles: bool
+) -> None:
+    message = msgspec.structs.replace(_message(), attempt=attempt)  # of 3 attempts
+
+    assert settles_step(message, success, retryable=retryable, yielded=yielded) is settles

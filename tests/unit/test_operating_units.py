@@ -146,6 +146,28 @@ def test_a_carrier_continues_the_trace_on_the_other_side() -> None:
     assert tracing.inject() == {}  # no span, nothing to carry
 
 
+TASK = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+SAME_TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"}
+OTHER_TRACE = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+
+
+@pytest.mark.parametrize(
+    ("live", "stored", "continued"),
+    [
+        (SAME_TRACE, TASK, SAME_TRACE),  # the live chain, when it is the task's trace
+        (None, TASK, TASK),  # a timer or a sweep: the task's stored trace
+        ({}, TASK, TASK),
+        (OTHER_TRACE, TASK, TASK),  # another task's work batched with this one's
+        (OTHER_TRACE, None, OTHER_TRACE),  # a task that stored no trace
+        (None, None, None),
+    ],
+)
+def test_work_on_a_task_continues_the_tasks_trace(
+    live: dict[str, str] | None, stored: dict[str, str] | None, continued: object
+) -> None:
+    assert tracing.within_task(live, stored) == continued
+
+
 @pytest.mark.parametrize("folder", ["tasker/telemetry"])
 def test_telemetry_depends_on_no_pipeline_layer(folder: str) -> None:
     forbidden = ("tasker.state", "tasker.actors", "tasker.handlers", "tasker.api")

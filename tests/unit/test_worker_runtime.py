@@ -367,6 +367,21 @@ def test_never_holds_more_messages_than_free_slots(broker: InMemoryBroker) -> No
     assert 1 <= peak <= 2
 
 
+def test_every_namespace_of_a_worker_gets_slots_while_another_polls_idle(
+    broker: InMemoryBroker,
+) -> None:
+    # Given a worker of two namespaces, the first of which stays empty and long-polls
+    other = worker_queue("billing")
+    broker.ensure_queue(other)
+    with running(broker, namespaces=(NS, "billing"), concurrency=1, poll_interval_seconds=0.5):
+        time.sleep(0.2)  # both consumers are polling
+        # When a step arrives on the second namespace's queue
+        broker.send(other, encode(step(namespace="billing")))
+        # Then it runs promptly, not after the first consumer lets go of every slot
+        [result] = collect_results(broker, 1, timeout=3.0)
+    assert result.status == "success"
+
+
 class FlakyBroker(InMemoryBroker):
     """Fails its first `failures` receives, as a broker restarting would."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -32,6 +33,9 @@ from tasker.telemetry.metrics import PrometheusMetrics
 from tasker.telemetry.tracing import install_provider
 
 EXAMPLE_HANDLERS = ("tasker.examples.linear", "tasker.examples.diamond")
+#: Steps that fail on purpose (retries, operator actions), shared with the acceptance tests.
+FAILURE_HANDLERS = "tests.acceptance.handlers_failures"
+FAILURE_TEMPLATES = Path(__file__).parents[2] / "acceptance" / "failure_templates"
 
 
 class InProcessCluster:
@@ -46,7 +50,11 @@ class InProcessCluster:
         self.api_database = Database(config.database_url, max_size=4)
         self.servers: list[ApiServer] = []
         self.url = self.serve(config)
-        worker_config = with_overrides(config, namespaces=("examples",), handlers=EXAMPLE_HANDLERS)
+        worker_config = with_overrides(
+            config,
+            namespaces=("examples", "failures"),
+            handlers=(*EXAMPLE_HANDLERS, FAILURE_HANDLERS),
+        )
         self.worker_broker = broker_from_config(worker_config)
         self.worker = Worker(worker_config, self.worker_broker)
         self._worker_thread = threading.Thread(target=self.worker.run, daemon=True)
@@ -94,6 +102,7 @@ def api_cluster(
     config = load_config(overrides=settings, environ={})
     prepare_database(config)
     register_templates(config, load_template_directory(TEMPLATE_DIRECTORY))
+    register_templates(config, load_template_directory(FAILURE_TEMPLATES))
     cluster = InProcessCluster(config)
     yield cluster
     cluster.close()
