@@ -255,3 +255,35 @@ BEGIN
           JOIN tasker.workflow_steps w ON w.step_uuid = c.step_uuid;
 END
 $$;
+
+-- A set-returning function is estimated at 1,000 rows unless told otherwise. Joined with
+-- workflow_steps, that planned a hash join over a sequential scan of every step in the
+-- table: each claim cost O(all steps ever created), which under sustained load made the
+-- claim the slowest statement of the pipeline. A claim returns a handful of rows.
+ALTER FUNCTION tasker.claim_steps(uuid[], boolean) ROWS 10;
+ALTER FUNCTION tasker.step_payloads(uuid[]) ROWS 10;
+ALTER FUNCTION tasker.claim_batch_aware(uuid[], boolean) ROWS 10;
+ALTER FUNCTION tasker.claim_for_dispatch(uuid[], boolean) ROWS 10;
+
+-- Plans made on an empty database must stay right when it is large. PL/pgSQL caches a
+-- generic plan per statement; one made while tables held a page or two chose sequential
+-- scans (cheapest then) and kept them: on a fresh install, the claim's task lookup became
+-- a nested loop of two sequential scans, O(tasks x steps) per claim, until a reconnect.
+-- Every statement on the hot path looks rows up by key, so its functions forbid sequential
+-- scans where an index serves. Left out: the sweeps that scan by design, and pure helpers
+-- that run no queries. A function redefined later loses this setting: it must be set again
+-- (tests/integration/test_plan_stability.py checks every function).
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+         WHERE p.pronamespace = 'tasker'::regnamespace
+           AND p.proname NOT IN ('stale_tasks', 'take_unpublished_steps', 'backoff_delay_ms',
+                                 'step_bucket', 'next_checkpoint')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET enable_seqscan = off', f);
+    END LOOP;
+END
+$$;
