@@ -94,8 +94,7 @@ class ResultProcessor(GuardedActor):
             self.dispatcher.dispatch(unit, list(traces), traces=traces)
             finishing = _to_finish(applied)
             finished = [self._finalize(unit, task, trace) for task, trace in finishing]
-            for item in ordered:
-                self.broker.ack(item.delivery, within=unit)
+            self.broker.ack_many([item.delivery for item in ordered], within=unit)
         elapsed = time.perf_counter() - started
         for result, outcome, _ in applied:
             self._after_commit(result, outcome, elapsed)

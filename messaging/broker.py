@@ -142,6 +142,13 @@ class Broker(abc.ABC):
     def ack(self, delivery: Delivery, *, within: Transaction | None = None) -> None:
         """Remove a processed message for good (after `within` commits, if given)."""
 
+    def ack_many(
+        self, deliveries: Sequence[Delivery], *, within: Transaction | None = None
+    ) -> None:
+        """`ack` each delivery; a backend may remove them all with one call."""
+        for delivery in deliveries:
+            self.ack(delivery, within=within)
+
     @abc.abstractmethod
     def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
         """Send `body` to `queue` and ack `delivery`: atomically where the backend can.

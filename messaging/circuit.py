@@ -82,6 +82,11 @@ class GuardedBroker(Broker):
     def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
         self._call(self.inner.ack_with_reply, delivery, queue, body)
 
+    def ack_many(
+        self, deliveries: Sequence[Delivery], *, within: Transaction | None = None
+    ) -> None:
+        self._call(self.inner.ack_many, deliveries, within=within)
+
     def ack_with_replies(self, queue: str, replies: Sequence[tuple[Delivery, bytes]]) -> None:
         self._call(self.inner.ack_with_replies, queue, replies)
 

@@ -177,6 +177,13 @@ class PgmqBroker(Broker):
         params = (delivery.queue, _message_id(delivery))
         self._execute(_DELETE, params, queue=delivery.queue, within=within)
 
+    def ack_many(
+        self, deliveries: Sequence[Delivery], *, within: Transaction | None = None
+    ) -> None:
+        """One delete per source queue for all of `deliveries`."""
+        for queue, message_ids in _ids_by_queue(deliveries).items():
+            self._execute(_DELETE_MANY, (queue, message_ids), queue=queue, within=within)
+
     def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
         _check_queue_name(queue)
         params = (queue, _as_text(queue, body), delivery.queue, _message_id(delivery))
@@ -188,9 +195,7 @@ class PgmqBroker(Broker):
         if not replies:
             return
         texts = [_as_text(queue, body) for _, body in replies]
-        by_source: dict[str, list[int]] = defaultdict(list)
-        for delivery, _ in replies:
-            by_source[delivery.queue].append(_message_id(delivery))
+        by_source = _ids_by_queue([delivery for delivery, _ in replies])
         pool = self._ready_pool()
         with _translated(queue), pool.connection() as connection, connection.transaction():
             connection.execute(_SEND_BATCH, (queue, texts, 0.0, insert_channel(queue)))
@@ -347,6 +352,13 @@ class PgmqBroker(Broker):
                 connection.execute(_NOTIFY, (listener.channel,))
         except psycopg.Error as exc:
             log.warning("could not nudge PGMQ listener for %r to stop: %s", listener.queue, exc)
+
+
+def _ids_by_queue(deliveries: Sequence[Delivery]) -> dict[str, list[int]]:
+    by_queue: dict[str, list[int]] = defaultdict(list)
+    for delivery in deliveries:
+        by_queue[delivery.queue].append(_message_id(delivery))
+    return by_queue
 
 
 def _check_queue_name(queue: str, max_length: int = _MAX_NAME) -> None:

@@ -335,6 +335,20 @@ def test_ack_within_a_rolled_back_transaction_keeps_the_message(
     assert again.delivery_count == 2
 
 
+def test_ack_many_removes_every_delivery(
+    broker: Broker, queue: str, new_queue: Callable[[], str]
+) -> None:
+    other = new_queue()
+    broker.send_batch(queue, [body(1), body(2)])
+    broker.send(other, body(3))
+    held = [receive_one(broker, queue), receive_one(broker, queue), receive_one(broker, other)]
+
+    broker.ack_many(held)
+
+    eventually(lambda: broker.queue_stats(queue), stats(0, 0, queue))
+    eventually(lambda: broker.queue_stats(other), stats(0, 0, other))
+
+
 def test_ack_with_replies_delivers_every_reply_and_removes_every_original(
     broker: Broker, queue: str, new_queue: Callable[[], str]
 ) -> None:
