@@ -56,16 +56,21 @@ class StepEnqueuer(GuardedActor):
     def collect(self, message: EnqueueSteps) -> None:
         """Gather steps to claim; the claim happens at the next flush.
 
-        The flush message queues behind every EnqueueSteps already waiting, so under load
-        one claim (one transaction) covers them all; when idle it follows at once.
+        With nothing else in the mailbox the flush happens at once. Otherwise it is told,
+        and queues behind every EnqueueSteps already waiting, so under load one claim (one
+        transaction) covers them all.
         """
-        if not self._pending:
-            self.actor_ref.tell(_Flush(message.trace_context))
+        first = not self._pending
         self._pending.update(dict.fromkeys(message.step_uuids))
+        if self.actor_inbox.empty():
+            self.flush(_Flush(message.trace_context))
+        elif first:
+            self.actor_ref.tell(_Flush(message.trace_context))
 
     def flush(self, message: _Flush) -> None:
         steps, self._pending = tuple(self._pending), {}
-        self.enqueue(EnqueueSteps(steps, message.trace_context))
+        if steps:
+            self.enqueue(EnqueueSteps(steps, message.trace_context))
 
     def enqueue(self, message: EnqueueSteps) -> None:
         with self.database.transaction() as unit:

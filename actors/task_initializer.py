@@ -24,6 +24,7 @@ from tasker.messaging.messages import TaskRequestMessage
 from tasker.state.admission import TaskRejectedError, check_request
 from tasker.state.db import Database
 from tasker.state.errors import TemplateNotFoundError
+from tasker.state.records import TaskView
 from tasker.state.repository import RegisteredTemplate, StateRepository, TaskSpec
 from tasker.telemetry import metrics
 from tasker.telemetry.hooks import inject, traced
@@ -40,6 +41,7 @@ class TaskAdmission(msgspec.Struct, frozen=True):
     rejection: str | None = None
     problems: list[str] = msgspec.field(default_factory=list)
     template_missing: bool = False
+    task: TaskView | None = None  # the new task as created (API requests only)
 
 
 class TaskInitializer(GuardedActor):
@@ -105,6 +107,10 @@ class TaskInitializer(GuardedActor):
             )  # the initialization span's context: later work on the task joins its trace
             if delivery is not None:
                 self.broker.ack(delivery, within=unit)
+            # The API answers with the new task: read in this transaction, not another one.
+            view = None
+            if creation.created and delivery is None:
+                view = self.repository.task_view(unit, creation.task_uuid)
         if not creation.created:
             log.info(
                 "task request %s matches existing task %s (%s); nothing created",
@@ -116,7 +122,7 @@ class TaskInitializer(GuardedActor):
             metrics.task_created(request.namespace, time.perf_counter() - started)
         if creation.created and creation.ready_steps:
             self.enqueuer.tell(EnqueueSteps(creation.ready_steps, trace_context=inject()))
-        return TaskAdmission(creation.task_uuid, creation.created, creation.status)
+        return TaskAdmission(creation.task_uuid, creation.created, creation.status, task=view)
 
 
 def _traced(request: TaskRequestMessage, carrier: Mapping[str, str] | None) -> Any:

@@ -346,10 +346,14 @@ class StateRepository:
 
     def get_task(self, task_uuid: UUID) -> TaskView:
         with self.database.transaction() as unit:
-            task_rows = unit.execute_sql(queries.GET_TASK, (task_uuid,))
-            if not task_rows:
-                raise TaskNotFoundError(task_uuid)
-            step_rows = unit.execute_sql(queries.GET_TASK_STEPS, (task_uuid,))
+            return self.task_view(unit, task_uuid)
+
+    def task_view(self, unit: UnitOfWork, task_uuid: UUID) -> TaskView:
+        """The task with its steps as `unit` sees it (e.g. right after creating it)."""
+        task_rows = unit.execute_sql(queries.GET_TASK, (task_uuid,))
+        if not task_rows:
+            raise TaskNotFoundError(task_uuid)
+        step_rows = unit.execute_sql(queries.GET_TASK_STEPS, (task_uuid,))
         steps = [StepView(*row) for row in step_rows]
         fields = [f for f in TaskView.__struct_fields__ if f != "steps"]
         return TaskView(**dict(zip(fields, task_rows[0], strict=True)), steps=steps)

@@ -134,6 +134,8 @@ def _create(svc: ApiServices, data: schemas.TaskCreate) -> schemas.Task:
             f"an identical task already exists: {admission.task_uuid} ({admission.status})",
             task_uuid=admission.task_uuid,
         )  # fmt: skip
+    if admission.task is not None:
+        return views.task(admission.task)
     return task_of(svc, admission.task_uuid)
 
 
