@@ -183,53 +183,9 @@ BEGIN
 END
 $$;
 
--- The claim of 0006's claim_for_dispatch, unchanged, for steps that include batch workers:
--- batch parallelism, and continue_on_failure workers claimed despite failures.
-CREATE OR REPLACE FUNCTION tasker.claim_batch_aware(p_steps uuid[], p_published boolean)
-RETURNS TABLE (step_uuid uuid, task_uuid uuid, name text, handler jsonb, attempt integer,
-               max_attempts integer, retryable boolean, timeout_seconds double precision,
-               namespace text, task_name text, task_version text, context jsonb,
-               correlation_id text, dependency_results jsonb, fence integer,
-               inputs jsonb, checkpoint jsonb)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_locked uuid[];
-    v_allowed uuid[];
-    v_extra uuid[] := '{}';
-    v_step uuid;
-BEGIN
-    SELECT coalesce(array_agg(l.task_uuid), '{}') INTO v_locked FROM (
-        SELECT t.task_uuid FROM tasker.tasks t
-         WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
-                                WHERE s.step_uuid = ANY (p_steps))
-         ORDER BY t.task_uuid FOR UPDATE SKIP LOCKED) l;
-    v_allowed := tasker.within_batch_parallelism(p_steps);
-    FOR v_step IN
-        SELECT s.step_uuid FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid)
-         WHERE s.step_uuid = ANY (v_allowed) AND s.task_uuid = ANY (v_locked)
-           AND t.failed_steps > 0 AND s.batch_step_uuid IS NOT NULL
-           AND t.status NOT IN ('complete', 'error', 'cancelled', 'resolved_manually')
-         ORDER BY s.task_uuid, s.position, s.name
-    LOOP
-        IF tasker.claim_batch_worker_despite_failures(v_step, p_published) THEN
-            v_extra := v_extra || v_step;
-        END IF;
-    END LOOP;
-    PERFORM tasker.mark_tasks_in_process(v_extra);
-    RETURN QUERY
-        SELECT c.step_uuid, c.task_uuid, c.name, c.handler, c.attempt, c.max_attempts,
-               c.retryable, c.timeout_seconds, c.namespace, c.task_name, c.task_version,
-               c.context, c.correlation_id, c.dependency_results, c.fence, w.inputs, w.checkpoint
-          FROM tasker.claim_steps(v_allowed, p_published) c
-          JOIN tasker.workflow_steps w ON w.step_uuid = c.step_uuid;
-    RETURN QUERY
-        SELECT p.step_uuid, p.task_uuid, p.name, p.handler, p.attempt, p.max_attempts,
-               p.retryable, p.timeout_seconds, p.namespace, p.task_name, p.task_version,
-               p.context, p.correlation_id, p.dependency_results, p.fence, w.inputs, w.checkpoint
-          FROM tasker.step_payloads(v_extra) p
-          JOIN tasker.workflow_steps w ON w.step_uuid = p.step_uuid;
-END
-$$;
+-- 0006's claim_for_dispatch, unchanged, serves steps that include batch workers: batch
+-- parallelism, and continue_on_failure workers claimed despite failures.
+ALTER FUNCTION tasker.claim_for_dispatch(uuid[], boolean) RENAME TO claim_batch_aware;
 
 -- REDEFINES tasker.claim_for_dispatch of 0006 (same signature, same result): steps outside
 -- any batch (the common case) go straight to claim_steps; batch parallelism and
