@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,17 +26,17 @@ import httpx
 import psycopg
 
 from benchmarks import floors
+from benchmarks.scratch import scratch_config
 from benchmarks.stats import markdown_table, percentiles
 from tasker.cli.cluster import LocalCluster
-from tasker.cli.commands import prepare_database, register_templates
-from tasker.config import Config, load_config
-from tasker.state.templates import load_template_directory
+from tasker.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "e2e.json"
 TEMPLATES = ROOT / "benchmarks" / "e2e_templates"
 SHAPES = {"linear": ("bench_linear", 4), "diamond": ("bench_diamond", 3),
           "mixed": ("bench_mixed", 4), "tree": ("bench_tree", 4)}  # fmt: skip
+_API, _MEMORY_API = "127.0.0.1:18080", "127.0.0.1:18081"
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "ERROR")  # WARNING shows the processes' logs
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -148,25 +147,17 @@ def memory(config: Config, in_flight: int, submitters: int) -> dict[str, float]:
                 "worker_rss_mb_at_start": idle_worker}  # fmt: skip
 
 
-def fresh_config(broker: str, **settings: Any) -> Config:
-    name = f"tasker_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    overrides: dict[str, Any] = {"database_url": ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-                                 "broker": broker, **settings}  # fmt: skip
-    if broker == "rabbitmq":
-        subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=True, timeout=60)
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*",
-                        ".*"], check=True, timeout=60)  # fmt: skip
-        overrides["rabbitmq_url"] = f"amqp://guest:guest@127.0.0.1:5672/{name}"
-    config = load_config(overrides=overrides, environ={})
-    prepare_database(config)
-    register_templates(config, load_template_directory(TEMPLATES))
-    return config
-
-
 def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
-    config = fresh_config(broker, poll_interval_seconds=1.0, api_bind="127.0.0.1:18080")
+    with scratch_config(broker, TEMPLATES, poll_interval_seconds=1.0, api_bind=_API) as config:
+        result = engine_figures(config, args)
+    settings = {"api_bind": _MEMORY_API, "backpressure_queue_depth": 10**9}
+    with scratch_config(broker, TEMPLATES, **settings) as config:
+        result["memory"] = memory(config, args.in_flight, args.submitters)
+    return result
+
+
+def engine_figures(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """Floors, latency of each shape, creation and sustained throughput on one cluster."""
     result: dict[str, Any] = {
         "floor_hop_ms": floors.hop_latency(config),
         "floor_messages_per_s": floors.message_rate(config),
@@ -182,8 +173,6 @@ def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
             "bench_linear", args.throughput_tasks, 4, args.submitters
         )
     bench.close()
-    memory_config = fresh_config(broker, api_bind="127.0.0.1:18081", backpressure_queue_depth=10**9)
-    result["memory"] = memory(memory_config, args.in_flight, args.submitters)
     return result
 
 

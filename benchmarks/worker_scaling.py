@@ -20,21 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 
+from benchmarks.scratch import scratch_config
 from tasker.cli.cluster import LocalCluster, free_port
-from tasker.cli.commands import prepare_database, register_templates
-from tasker.config import Config, load_config
+from tasker.config import Config
 from tasker.ids import new_id
 from tasker.messaging.backends import broker_from_config
 from tasker.messaging.broker import Broker
@@ -50,12 +47,9 @@ from tasker.messaging.messages import (
     encode,
     worker_queue,
 )
-from tasker.state.templates import load_template_directory
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ADMIN_URL = os.environ.get("TASKER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-RABBITMQ_URL = os.environ.get("TASKER_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 NAMESPACE = "bench"
 HANDLERS = "benchmarks.handlers_sleep"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -79,37 +73,15 @@ class Run:
 # Fresh services per run ------------------------------------------------------------------
 
 
-@contextmanager
-def fresh_config(broker: str) -> Iterator[Config]:
+def fresh_config(broker: str) -> AbstractContextManager[Config]:
     """A migrated, empty database (and vhost) with the benchmark template; dropped after."""
-    name = f"tasker_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    overrides: dict[str, Any] = {
-        "database_url": ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-        "broker": broker,
-        "poll_interval_seconds": 0.5,
-        "log_level": "WARNING",
-        "api_bind": f"127.0.0.1:{free_port()}",
-    }
-    if broker == "rabbitmq":
-        _rabbitmqctl("add_vhost", name)
-        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        overrides["rabbitmq_url"] = RABBITMQ_URL.rsplit("/", 1)[0] + "/" + quote(name, safe="")
-    try:
-        config = load_config(overrides=overrides, environ={})
-        prepare_database(config)
-        register_templates(config, load_template_directory(HERE / "templates"))
-        yield config
-    finally:
-        if broker == "rabbitmq":
-            _rabbitmqctl("delete_vhost", name)
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+    return scratch_config(
+        broker,
+        HERE / "templates",
+        poll_interval_seconds=0.5,
+        log_level="WARNING",
+        api_bind=f"127.0.0.1:{free_port()}",
+    )
 
 
 def start_cluster(config: Config, workers: int, orchestrators: int) -> LocalCluster:
