@@ -92,15 +92,33 @@ class Bench:
         task_ids = set(submit_all(self.cluster.api_url, template, tasks, submitters))
         self.wait_finished(task_ids)
         seconds = time.perf_counter() - started
+        latency = self._task_latencies(task_ids)
+        return {"tasks_per_s": round(tasks / seconds, 1),
+                "steps_per_s": round(tasks * steps_per_task / seconds, 1),
+                "p50_ms": latency["p50"], "p99_ms": latency["p99"], "tasks": tasks}  # fmt: skip
+
+    def paced(self, template: str, rate: float, seconds: float, steps: int) -> dict[str, float]:
+        """Submit `rate` tasks/s for `seconds` (an open-loop, steady load), then report the
+        latency of each task from creation to completion, as the database recorded it."""
+        task_ids: set[str] = set()
+        started = time.perf_counter()
+        for index in range(int(rate * seconds)):
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            task_ids.add(self.create(template)[0])
+        self.wait_finished(task_ids)
+        latency = self._task_latencies(task_ids)
+        return {"tasks_per_s": rate, "steps_per_s": rate * steps, "p50_ms": latency["p50"],
+                "p99_ms": latency["p99"], "tasks": len(task_ids)}  # fmt: skip
+
+    def _task_latencies(self, task_ids: set[str]) -> dict[str, float]:
         with psycopg.connect(self.config.database_url) as connection:
             rows = connection.execute(
                 "SELECT extract(epoch FROM completed_at - created_at) * 1000 FROM tasker.tasks "
                 "WHERE task_uuid = ANY(%s::uuid[])", (list(task_ids),),
             ).fetchall()  # fmt: skip
-        latency = percentiles([float(row[0]) for row in rows])
-        return {"tasks_per_s": round(tasks / seconds, 1),
-                "steps_per_s": round(tasks * steps_per_task / seconds, 1),
-                "p50_ms": latency["p50"], "p99_ms": latency["p99"], "tasks": tasks}  # fmt: skip
+        return percentiles([float(row[0]) for row in rows])
 
     def close(self) -> None:
         self.http.close()
@@ -172,8 +190,16 @@ def engine_figures(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         result["throughput"] = bench.throughput(
             "bench_linear", args.throughput_tasks, 4, args.submitters
         )
+        result["paced"] = [
+            bench.paced("bench_linear", rate, args.paced_seconds, 4) for rate in args.paced_rates
+        ]
     bench.close()
     return result
+
+
+def _paced_rows(broker: str, paced: list[dict[str, float]]) -> list[list[object]]:
+    return [[broker, f"paced {p['steps_per_s']:.0f} steps/s: task p50 / p99 (ms)",
+             f"{p['p50_ms']} / {p['p99_ms']}", ""] for p in paced]  # fmt: skip
 
 
 def machine() -> dict[str, str]:
@@ -211,6 +237,7 @@ def _broker_rows(broker: str, r: dict[str, Any]) -> list[list[object]]:
         [broker, "diamond / mixed / tree e2e p50 (ms)", shapes, ""],
         [broker, "task creation p50 / p99 (ms)", f"{creation['p50']} / {creation['p99']}",
          f"{creation['p50'] / txn:.1f}x step txn"],
+        *_paced_rows(broker, r.get("paced", [])),
         [broker, "sustained steps/s (p99 ms)", f"{load['steps_per_s']} ({load['p99_ms']})",
          f"{rate_ratio:.2f}x broker msgs/s"],
         [broker, "orchestrator RSS MB (tasks in flight)",
@@ -229,6 +256,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--submitters", type=int, default=8, help="concurrent API clients")
+    parser.add_argument(
+        "--paced-rates",
+        type=float,
+        nargs="*",
+        default=[10.0, 25.0, 40.0],
+        help="steady loads to measure latency under (tasks/s)",
+    )
+    parser.add_argument("--paced-seconds", type=float, default=20.0)
     args = parser.parse_args()
     brokers = ["pgmq", "rabbitmq"] if args.broker == "both" else [args.broker]
     results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
