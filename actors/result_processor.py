@@ -135,7 +135,7 @@ class ResultProcessor(GuardedActor):
     ) -> None:
         if outcome.outcome == "applied":  # telemetry hook
             metrics.step_result(outcome.step_state, result.started_at, result.finished_at, elapsed)
-        if outcome.outcome not in ("applied", "checkpointed"):
+        if not _changed(outcome):
             log.info(
                 "result for step %s ignored: %s (state %s)",
                 result.step_uuid,
@@ -174,8 +174,13 @@ class ResultProcessor(GuardedActor):
         )
 
 
+def _changed(outcome: ResultOutcome) -> bool:
+    """Whether the result changed anything (not a duplicate, stale or unknown step)."""
+    return outcome.outcome in ("applied", "checkpointed")
+
+
 def _ready(outcome: ResultOutcome) -> tuple[UUID, ...]:
-    return outcome.ready_steps if outcome.outcome in ("applied", "checkpointed") else ()
+    return outcome.ready_steps if _changed(outcome) else ()
 
 
 def _to_finish(
@@ -185,8 +190,6 @@ def _to_finish(
     tasks = {
         outcome.task_uuid: trace
         for _, outcome, trace in applied
-        if outcome.finalize
-        and outcome.task_uuid is not None
-        and outcome.outcome in ("applied", "checkpointed")
+        if outcome.finalize and outcome.task_uuid is not None and _changed(outcome)
     }
     return sorted(tasks.items(), key=lambda entry: entry[0].bytes)

@@ -1,8 +1,8 @@
 """Dispatching: claim ready steps (state first) and send them to their namespace's workers.
 
-Not an actor: the enqueuer, the result processor and the initializer each dispatch inside
-their own transaction, so a result, the transitions it causes and the messages for the
-steps it made ready commit together (one commit per hop instead of two).
+Not an actor: the enqueuer and the result processor each dispatch inside their own
+transaction, so a result, the transitions it causes and the messages for the steps it
+made ready commit together (one commit per hop instead of two).
 
 On a transactional broker (PGMQ) the send commits with the claim. Otherwise the publish
 follows the commit, and a step whose publish was lost stays `enqueued` until the sweeper

@@ -163,13 +163,12 @@ class PgmqBroker(Broker):
             mark = listener.mark()  # before the read, so an insert during it still wakes us
             deliveries = self._read_live(queue, max_messages, lease)
             remaining = deadline - time.monotonic()
-            if len(deliveries) < max_messages:
-                # The queue was drained at `mark`: the caller's next receive waits for news
-                # since then before reading, instead of a read that would find nothing.
-                drained[queue] = mark
             if deliveries or remaining <= 0:
+                if len(deliveries) < max_messages:
+                    # The queue was drained at `mark`: the caller's next receive waits for
+                    # news since then before reading, instead of a read finding nothing.
+                    drained[queue] = mark
                 return deliveries
-            drained.pop(queue, None)
             if listener.wait(mark, min(remaining, self.poll_interval)):
                 return []  # wake(): let the consumer look at its shutdown flag
 
