@@ -3,8 +3,7 @@
 The orchestrator broadcasts a `TaskCancelled` notice when a task is cancelled; a listener
 thread keeps the task ids, bounded in number and in age. Forgetting one (or missing the
 notice) only costs a wasted run: the state layer records that result without reviving the
-task. Hand-rolled rather than cachetools' TTLCache: it is a few lines like `fence.py`, and
-this set needs the skip counter under the same lock.
+task.
 """
 
 from __future__ import annotations
@@ -12,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from uuid import UUID
+
+from cachetools import TTLCache
 
 from tasker.messaging.broker import Broker, Subscription
 from tasker.messaging.messages import (
@@ -43,44 +43,32 @@ class CancelledTasks:
         ttl: float = DEFAULT_TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._expires: OrderedDict[UUID, float] = OrderedDict()  # oldest first
-        self._limit = limit
-        self._ttl = ttl
-        self._clock = clock
-        self._lock = threading.Lock()
+        # Full, it drops the least recently added id (ids are never read, only tested).
+        self._ids: TTLCache[UUID, bool] = TTLCache(maxsize=limit, ttl=ttl, timer=clock)
+        self._lock = threading.Lock()  # TTLCache is not thread-safe
         self.skipped = 0
 
     def add(self, task_uuid: UUID) -> None:
         with self._lock:
-            self._expires.pop(task_uuid, None)
-            self._expires[task_uuid] = self._clock() + self._ttl
-            self._forget_old()
+            self._ids.pop(task_uuid, None)  # a repeated notice starts the id's time again
+            self._ids[task_uuid] = True
 
     def skip(self, task_uuid: UUID) -> bool:
         """Whether a step of `task_uuid` must be skipped (and count it if so)."""
         with self._lock:
-            self._forget_old()
-            if task_uuid not in self._expires:
+            if task_uuid not in self._ids:
                 return False
             self.skipped += 1
             return True
 
     def __contains__(self, task_uuid: object) -> bool:
         with self._lock:
-            self._forget_old()
-            return task_uuid in self._expires
+            return task_uuid in self._ids
 
     def __len__(self) -> int:
         with self._lock:
-            self._forget_old()
-            return len(self._expires)
-
-    def _forget_old(self) -> None:
-        now = self._clock()
-        while self._expires and (
-            len(self._expires) > self._limit or next(iter(self._expires.values())) <= now
-        ):
-            self._expires.popitem(last=False)
+            self._ids.expire()
+            return len(self._ids)
 
 
 class CancellationListener(threading.Thread):
