@@ -4,9 +4,10 @@
 
 For each broker: the floors (a one-hop broker latency, messages/s, a bare step
 transaction), task creation latency (API call to response), end-to-end latency of four
-workflow shapes over sequential runs, sustained throughput, and memory. Completion is
-detected by LISTEN on the engine's `tasker_task_finished` notices, never by sleeping.
-Results go to benchmarks/results/e2e.json and a Markdown table on stdout.
+workflow shapes over sequential runs, sustained throughput, and memory. With `--repeat
+N` each broker runs N times on fresh databases and every figure is the median of the N.
+Completion is detected by LISTEN on the engine's `tasker_task_finished` notices, never
+by sleeping. Results go to benchmarks/results/e2e.json and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import psycopg
 
 from benchmarks import floors
 from benchmarks.scratch import scratch_config
-from benchmarks.stats import markdown_table, percentiles
+from benchmarks.stats import markdown_table, median_figures, percentiles
 from tasker.cli.cluster import LocalCluster
 from tasker.config import Config
 
@@ -166,8 +167,14 @@ def memory(config: Config, in_flight: int, submitters: int) -> dict[str, float]:
 
 
 def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
-    with scratch_config(broker, TEMPLATES, poll_interval_seconds=1.0, api_bind=_API) as config:
-        result = engine_figures(config, args)
+    """The engine figures of `args.repeat` runs (each on a fresh database) and their medians."""
+    runs = []
+    for _ in range(args.repeat):
+        settings = {"poll_interval_seconds": 1.0, "api_bind": _API}
+        with scratch_config(broker, TEMPLATES, **settings) as config:
+            runs.append(engine_figures(config, args))
+    result: dict[str, Any] = median_figures(runs)
+    result["linear_p50_by_run"] = [run["e2e_linear_ms"]["p50"] for run in runs]
     settings = {"api_bind": _MEMORY_API, "backpressure_queue_depth": 10**9}
     with scratch_config(broker, TEMPLATES, **settings) as config:
         result["memory"] = memory(config, args.in_flight, args.submitters)
@@ -231,9 +238,11 @@ def _broker_rows(broker: str, r: dict[str, Any]) -> list[list[object]]:
     linear, creation, load = r["e2e_linear_ms"], r["creation_ms"], r["throughput"]
     shapes = " / ".join(str(r[f"e2e_{shape}_ms"]["p50"]) for shape in ("diamond", "mixed", "tree"))
     rate_ratio = load["steps_per_s"] * 2 / r["floor_messages_per_s"]
+    by_run = " / ".join(str(p50) for p50 in r.get("linear_p50_by_run", []))
     return [
         [broker, "4-step linear e2e p50 / p99 (ms)", f"{linear['p50']} / {linear['p99']}",
          f"{linear['p50'] / naive:.2f}x naive floor {naive:.1f} ms"],
+        [broker, "linear p50 of each run (ms)", by_run, ""],
         [broker, "diamond / mixed / tree e2e p50 (ms)", shapes, ""],
         [broker, "task creation p50 / p99 (ms)", f"{creation['p50']} / {creation['p99']}",
          f"{creation['p50'] / txn:.1f}x step txn"],
@@ -264,6 +273,9 @@ def main() -> None:
         help="steady loads to measure latency under (tasks/s)",
     )
     parser.add_argument("--paced-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per broker; figures are their medians"
+    )
     args = parser.parse_args()
     brokers = ["pgmq", "rabbitmq"] if args.broker == "both" else [args.broker]
     results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),

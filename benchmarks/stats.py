@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 
 def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -26,6 +27,19 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
 
 def median_of(values: Sequence[float]) -> float:
     return round(statistics.median(values), 2) if values else 0.0
+
+
+def median_figures(runs: Sequence[Any]) -> Any:
+    """The runs' figures combined: each number the median of its values across the runs
+    (dicts by key, lists by position), the way noisy machines' results are reported."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {key: median_figures([run[key] for run in runs]) for key in first}
+    if isinstance(first, list):
+        return [median_figures(items) for items in zip(*runs, strict=True)]
+    if isinstance(first, int | float) and not isinstance(first, bool):
+        return median_of([float(value) for value in runs])
+    return first
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
