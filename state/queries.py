@@ -104,9 +104,15 @@ SELECT step_uuid, task_uuid, name, handler, attempt, max_attempts, retryable, ti
 
 TAKE_UNPUBLISHED_STEPS = "SELECT * FROM tasker.take_unpublished_steps(%s, %s)"
 
+# Never waits for a step another transaction holds: that one is applying the step's result
+# (or claiming it again), so the step is leaving this publish behind, and waiting could
+# deadlock with a result processor (it locks task then step; confirms arrive in any order).
 MARK_PUBLISHED = """
-UPDATE tasker.workflow_steps SET published_at = clock_timestamp()
- WHERE step_uuid = ANY (%s::uuid[]) AND state = 'enqueued' AND published_at IS NULL
+UPDATE tasker.workflow_steps w SET published_at = clock_timestamp()
+ WHERE w.step_uuid IN (
+    SELECT s.step_uuid FROM tasker.workflow_steps s
+     WHERE s.step_uuid = ANY (%s::uuid[]) AND s.state = 'enqueued' AND s.published_at IS NULL
+       FOR UPDATE SKIP LOCKED)
 """
 
 # Keeps the latest heartbeat per worker: an older one (redelivered, or overtaken in the

@@ -433,3 +433,32 @@ def test_without_a_requested_delay_a_retry_waits_the_policy_s_backoff(
     waited = (outcome.next_retry_at - before).total_seconds()
     assert 54 - 0.5 <= waited <= 60 + 5
     assert claim(repository, task.steps["s00"]) == []
+
+
+def test_recording_publish_confirms_never_waits_for_a_step_another_transaction_holds(
+    repository: StateRepository, linear: RegisteredTemplate
+) -> None:
+    # Given two tasks' first steps claimed for an after-commit broker (not yet confirmed),
+    # and a transaction (say, a result processor) holding one of them
+    first, second = (create_task(repository, linear) for _ in range(2))
+    held, free = first.steps["s00"], second.steps["s00"]
+    with repository.database.transaction() as unit:
+        repository.claim_steps(unit, [held, free], published=False)
+    with repository.database.transaction() as holder:
+        holder.execute_sql(
+            "SELECT 1 FROM tasker.workflow_steps WHERE step_uuid = %s FOR UPDATE", (held,)
+        )
+        # When both confirms are recorded meanwhile (from another thread: a wait on the
+        # lock would deadlock the test, which a timeout turns into a failure)
+        marking = threading.Thread(target=repository.mark_published, args=([held, free],))
+        marking.start()
+        marking.join(timeout=5)
+        # Then it returned at once, marking the step nobody held
+        assert not marking.is_alive()
+    with repository.database.transaction() as unit:
+        rows = unit.execute_sql(
+            "SELECT step_uuid, published_at IS NOT NULL FROM tasker.workflow_steps"
+            " WHERE step_uuid = ANY(%s)",
+            ([held, free],),
+        )
+    assert dict(rows) == {held: False, free: True}
