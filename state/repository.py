@@ -41,6 +41,10 @@ from tasker.state.records import (
 from tasker.state.states import StepState, TaskState, step_sources, task_sources
 from tasker.state.templates import TaskTemplate, template_from_json, template_to_json
 
+# Retry jitter draws from its own generator: the global one belongs to the application
+# (and to tests that replay it).
+_JITTER = random.Random()
+
 
 class RetryDefaults(msgspec.Struct, frozen=True):
     """Global retry settings that fill whatever a template's `retry` block leaves out."""
@@ -221,7 +225,7 @@ class StateRepository:
                 finished_at,
                 worker_id,
                 self.retry_defaults.jitter,
-                random.random(),
+                _JITTER.random(),
             ),
         )[0]
         return ResultOutcome(row[0], row[1], row[2], row[3], tuple(row[4]), row[5], row[6])
