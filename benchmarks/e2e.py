@@ -169,14 +169,14 @@ def memory(config: Config, in_flight: int, submitters: int) -> dict[str, float]:
 def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
     """The engine figures of `args.repeat` runs (each on a fresh database) and their medians."""
     runs = []
+    settings: dict[str, Any] = {"poll_interval_seconds": 1.0, "api_bind": _API}
     for _ in range(args.repeat):
-        settings = {"poll_interval_seconds": 1.0, "api_bind": _API}
         with scratch_config(broker, TEMPLATES, **settings) as config:
             runs.append(engine_figures(config, args))
     result: dict[str, Any] = median_figures(runs)
     result["linear_p50_by_run"] = [run["e2e_linear_ms"]["p50"] for run in runs]
-    settings = {"api_bind": _MEMORY_API, "backpressure_queue_depth": 10**9}
-    with scratch_config(broker, TEMPLATES, **settings) as config:
+    memory_settings = {"api_bind": _MEMORY_API, "backpressure_queue_depth": 10**9}
+    with scratch_config(broker, TEMPLATES, **memory_settings) as config:
         result["memory"] = memory(config, args.in_flight, args.submitters)
     return result
 

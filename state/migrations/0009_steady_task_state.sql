@@ -163,9 +163,8 @@ BEGIN
           JOIN tasker.workflow_steps c ON c.step_uuid = e.to_step_uuid
          WHERE e.from_step_uuid = p_step AND c.state = 'pending' AND c.pending_parents = 0;
     END IF;
-    v_next := tasker.next_task_state(v_task, cardinality(v_ready) > 0
-                                            AND NOT EXISTS (SELECT 1 FROM tasker.tasks t
-                                                 WHERE t.task_uuid = v_task AND t.failed_steps > 0));
+    -- (next_task_state puts failed steps before ready ones: no check of its own here)
+    v_next := tasker.next_task_state(v_task, cardinality(v_ready) > 0);
     v_status := tasker.move_task_after_result(v_task, v_status, v_next);
     RETURN QUERY SELECT 'applied'::text, v_task, v_final, v_status,
                         CASE WHEN v_next = 'enqueuing_steps' THEN v_ready ELSE '{}'::uuid[] END,
