@@ -5,8 +5,11 @@ waits for the oldest reply once the limit is reached. A pump given `group` hands
 receive's deliveries to its actor as one message and receives again only once that one is
 handled: meanwhile arrivals gather in the queue, so the busier the actor, the larger its
 next batch (one transaction each), while a quiet queue still yields batches of one at
-once. While a delivery waits in a mailbox or is being handled, the pump renews its
-visibility, so a slow stretch never lets it reappear on the queue and be handled twice.
+once. A pump given `hold` calls it before each receive: it blocks while what the actor
+needs is down (the orchestrator's database), so an outage does not use up the delivery
+attempts of messages that could not have been handled anyway. While a delivery waits in
+a mailbox or is being handled, the pump renews its visibility, so a slow stretch never
+lets it reappear on the queue and be handled twice.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 Translate = Callable[[Delivery, AnyMessage], ActorMessage | None]
 #: Builds one actor message from the translated messages of one receive.
 Group = Callable[[list[ActorMessage]], ActorMessage]
+#: Blocks while the actor could not handle a message; returns early once the event is set.
+Hold = Callable[[threading.Event], None]
 
 
 class InboxPump(threading.Thread):
@@ -46,6 +51,7 @@ class InboxPump(threading.Thread):
         visibility_timeout: float,
         wait: float,
         group: Group | None = None,
+        hold: Hold | None = None,
     ) -> None:
         super().__init__(name=f"inbox-{queue}", daemon=True)
         self.broker = broker
@@ -57,6 +63,7 @@ class InboxPump(threading.Thread):
         self.visibility_timeout = visibility_timeout
         self.wait = wait
         self.group = group
+        self.hold = hold
         self._stopping = threading.Event()
         self._in_flight: deque[_Pending] = deque()
 
@@ -81,6 +88,10 @@ class InboxPump(threading.Thread):
         free = self._free_slots()
         if free == 0:
             return
+        if self.hold is not None:
+            self.hold(self._stopping)
+            if self._stopping.is_set():
+                return
         deliveries = self.broker.receive(
             self.queue,
             max_messages=free,

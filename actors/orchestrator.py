@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 import time
 from queue import Empty, Queue
 from typing import Any
@@ -46,7 +47,7 @@ from tasker.messaging.messages import (
     WorkerHeartbeatMessage,
     worker_queue,
 )
-from tasker.resilience import circuit_breaker
+from tasker.resilience import circuit_breaker, hold_while_open
 from tasker.state.db import Database, counts_against_database
 from tasker.state.operations import OperatorOutcome
 from tasker.state.poison import PoisonRecords
@@ -136,25 +137,32 @@ class Orchestrator:
                 in_process_minutes=self.config.stale_steps_in_process_minutes,
             ),
         )
-        results = ResultProcessor.start(
-            broker,
-            database,
-            repository,
-            enqueuer=enqueuer,
-            discovery=discovery,
-            quarantine=self.quarantine,
-        )
+        results = [
+            ResultProcessor.start(
+                broker,
+                database,
+                repository,
+                enqueuer=enqueuer,
+                discovery=discovery,
+                quarantine=self.quarantine,
+            )
+            for _ in range(self.config.result_processors)
+        ]
         initializer = TaskInitializer.start(
             broker, database, repository, enqueuer, max_context_bytes=self.config.max_context_bytes
         )
         self.initializer, self.enqueuer, self.finalizer = initializer, enqueuer, finalizer
         registry = WorkerRegistry.start(broker, database, repository)
-        self.actors = [enqueuer, finalizer, discovery, results, initializer, registry]
+        self.actors = [enqueuer, finalizer, discovery, *results, initializer, registry]
         self.pumps = [
             self._pump(ORCHESTRATION_TASK_REQUESTS_QUEUE, initializer, _as_task_request),
-            self._pump(ORCHESTRATION_RESULTS_QUEUE, results, _as_step_result, _results_together),
+            *(self._results_pump(processor) for processor in results),
             self._pump(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, registry, _as_worker_heartbeat),
         ]
+
+    def _results_pump(self, processor: pykka.ActorRef[Any]) -> InboxPump:
+        queue = ORCHESTRATION_RESULTS_QUEUE
+        return self._pump(queue, processor, _as_step_result, _results_together)
 
     def _pump(
         self, queue: str, target: pykka.ActorRef[Any], translate: Any, group: Any = None
@@ -169,7 +177,13 @@ class Orchestrator:
             visibility_timeout=self.config.visibility_timeout_seconds,
             wait=self.config.poll_interval_seconds,
             group=group,
+            hold=self._hold_while_database_down,
         )
+
+    def _hold_while_database_down(self, stopping: threading.Event) -> None:
+        """Every inbox's actor needs the database: while its circuit is open, receiving
+        would only hand messages back, each time one delivery closer to the dead letters."""
+        hold_while_open(self.breakers["database"], self.database.ping, stopping)
 
     def create_task(self, request: TaskRequestMessage, timeout: float = 30.0) -> TaskAdmission:
         """Create a task synchronously (for the API): the initializer's reply, or why not."""

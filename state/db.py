@@ -86,6 +86,11 @@ class Database:
                 yield unit
         unit.run_after_commit()
 
+    def ping(self) -> None:
+        """One trivial round trip through the circuit breaker: raises if the database is down."""
+        with self._guard(), self._pool.connection() as connection:
+            connection.execute("SELECT 1")
+
     def _guard(self) -> AbstractContextManager[Any]:
         return self.breaker.calling() if self.breaker is not None else nullcontext()
 

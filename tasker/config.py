@@ -51,6 +51,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_jitter: float = 0.1
     # Orchestrator
     database_pool_size: int = 8
+    # Result processors, each with its own inbox pump on the results queue: results are
+    # applied this many transactions at a time (a task's row lock orders those of one task).
+    result_processors: int = 2
     sweep_interval_seconds: float = 5.0
     republish_after_seconds: float = 60.0
     max_context_bytes: int = 1_048_576
@@ -94,7 +97,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         _require_positive(self, "concurrency", "visibility_timeout_seconds")
         _require_positive(self, "poll_interval_seconds", "max_deliveries", "batch_size")
-        _require_positive(self, "default_max_attempts", "database_pool_size")
+        _require_positive(self, "default_max_attempts", "database_pool_size", "result_processors")
         _require_positive(self, "worker_heartbeat_seconds")
         if not 0.0 <= self.backoff_jitter <= 1.0:
             raise ConfigError("backoff_jitter", "must be between 0.0 and 1.0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pybreaker
@@ -26,3 +27,22 @@ def circuit_breaker(
 def breaker_state(breaker: pybreaker.CircuitBreaker) -> str:
     """`closed`, `open` or `half-open`."""
     return str(breaker.current_state)
+
+
+def hold_while_open(
+    breaker: pybreaker.CircuitBreaker,
+    trial: Callable[[], object],
+    stopping: threading.Event,
+    *,
+    poll_seconds: float = 0.5,
+) -> None:
+    """Return once `breaker` is not open (or `stopping` is set), trying `trial` meanwhile.
+
+    `trial` must call through `breaker`: while the reset timeout runs it fails fast without
+    touching the service; after it, its success closes the breaker and ends the wait.
+    """
+    while breaker.current_state == pybreaker.STATE_OPEN and not stopping.is_set():
+        try:
+            trial()
+        except Exception:  # still down: the breaker has re-opened (or never half-opened)
+            stopping.wait(poll_seconds)
