@@ -114,13 +114,15 @@ class ResultProcessor(GuardedActor):
             step_uuid=result.step_uuid,
             correlation_id=result.correlation_id,
         ):
-            # Dynamic steps (issue 10): a decision or batch outcome is checked before the
-            # result is applied and carried out after it, in this one transaction.
-            kind = self.dynamic.inspect(
-                unit, result.step_uuid, success=result.status == "success", result=result.result
-            )
-            outcome = self._apply(unit, result, kind)
-            return self.dynamic.follow_up(unit, kind, outcome), inject()
+            outcome = None if _yielded(result) is not None else self._apply_plain(unit, result)
+            if outcome is None:
+                # Dynamic steps (issue 10): a decision or batch outcome is checked before
+                # the result is applied and carried out after it, in this one transaction.
+                kind = self.dynamic.inspect(
+                    unit, result.step_uuid, success=result.status == "success", result=result.result
+                )
+                outcome = self.dynamic.follow_up(unit, kind, self._apply(unit, result, kind))
+            return outcome, inject()
 
     def _finalize(self, unit: UnitOfWork, task: UUID, trace: dict[str, str]) -> FinalizeOutcome:
         with traced("tasker.task.finalize", trace, task_uuid=task):  # telemetry hook
@@ -145,11 +147,25 @@ class ResultProcessor(GuardedActor):
         elif outcome.next_retry_at is not None:
             self.discovery.tell(RetryDue(outcome.next_retry_at))
 
+    def _apply_plain(self, unit: UnitOfWork, result: StepResultMessage) -> ResultOutcome | None:
+        """Apply the result in one call if its step is plain; None if it needs `inspect`."""
+        return self.repository.apply_plain_step_result(
+            unit,
+            step_uuid=result.step_uuid,
+            fence=result.fence or result.attempt,
+            success=result.status == "success",
+            result=result.result,
+            error=_error(result),
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            worker_id=result.worker_id,
+        )
+
     def _apply(self, unit: UnitOfWork, result: StepResultMessage, kind: StepKind) -> ResultOutcome:
         """Apply the attempt's outcome: a checkpoint yield, a bad outcome, or as reported."""
         fence = result.fence or result.attempt
-        yielded = result.metadata.get(CHECKPOINT_MARKER) if result.status == "failure" else None
-        if isinstance(yielded, dict):
+        yielded = _yielded(result)
+        if yielded is not None:
             return self.dynamic.checkpoint(
                 unit,
                 step_uuid=result.step_uuid,
@@ -159,7 +175,6 @@ class ResultProcessor(GuardedActor):
                 finished_at=result.finished_at,
                 worker_id=result.worker_id,
             )
-        error = msgspec.to_builtins(result.error) if result.error is not None else None
         success = result.status == "success" and kind.problem is None
         return self.repository.apply_step_result(
             unit,
@@ -167,11 +182,21 @@ class ResultProcessor(GuardedActor):
             fence=fence,
             success=success,
             result=result.result,
-            error=kind.failure() if kind.problem is not None else error,
+            error=kind.failure() if kind.problem is not None else _error(result),
             started_at=result.started_at,
             finished_at=result.finished_at,
             worker_id=result.worker_id,
         )
+
+
+def _yielded(result: StepResultMessage) -> dict[str, Any] | None:
+    """The checkpoint a batch worker yielded with this report, if it is a yield."""
+    yielded = result.metadata.get(CHECKPOINT_MARKER) if result.status == "failure" else None
+    return yielded if isinstance(yielded, dict) else None
+
+
+def _error(result: StepResultMessage) -> dict[str, Any] | None:
+    return msgspec.to_builtins(result.error) if result.error is not None else None
 
 
 def _changed(outcome: ResultOutcome) -> bool:

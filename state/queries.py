@@ -32,6 +32,12 @@ SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, 
   FROM tasker.apply_step_result(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
+# The same, for a plain step only: outcome 'dynamic' (nothing changed) otherwise (0011).
+APPLY_PLAIN_STEP_RESULT = """
+SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, finalize
+  FROM tasker.apply_plain_step_result(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
 FINALIZE_TASK = "SELECT finalized, status FROM tasker.finalize_task(%s, %s)"
 
 TRANSITION_TASK = "SELECT applied, actual_state FROM tasker.transition_task(%s, %s, %s, %s)"

@@ -213,21 +213,49 @@ class StateRepository:
         worker_id: str,
     ) -> ResultOutcome:
         """Apply one attempt's outcome (once); report newly ready steps and what's next."""
-        row = unit.execute_sql(
-            queries.APPLY_STEP_RESULT,
-            (
-                step_uuid,
-                fence,
-                success,
-                Jsonb(result),
-                Jsonb(error) if error is not None else None,
-                started_at,
-                finished_at,
-                worker_id,
-                self.retry_defaults.jitter,
-                _JITTER.random(),
-            ),
-        )[0]
+        args = (step_uuid, fence, success, result, error, started_at, finished_at, worker_id)
+        return self._apply(unit, queries.APPLY_STEP_RESULT, args)
+
+    def apply_plain_step_result(
+        self,
+        unit: UnitOfWork,
+        *,
+        step_uuid: UUID,
+        fence: int,
+        success: bool,
+        result: Any,
+        error: dict[str, Any] | None,
+        started_at: datetime,
+        finished_at: datetime,
+        worker_id: str,
+    ) -> ResultOutcome | None:
+        """`apply_step_result` for a plain step; None (nothing changed) when the step is a
+        decision or batchable step reporting success, or a batch worker: their outcome
+        needs a closer look first (see `state.dynamic`)."""
+        args = (step_uuid, fence, success, result, error, started_at, finished_at, worker_id)
+        outcome = self._apply(unit, queries.APPLY_PLAIN_STEP_RESULT, args)
+        return None if outcome.outcome == "dynamic" else outcome
+
+    def _apply(
+        self,
+        unit: UnitOfWork,
+        query: str,
+        attempt: tuple[UUID, int, bool, Any, dict[str, Any] | None, datetime, datetime, str],
+    ) -> ResultOutcome:
+        step_uuid, fence, success, result, error, started_at, finished_at, worker_id = attempt
+        params = (
+            step_uuid,
+            fence,
+            success,
+            Jsonb(result),
+            Jsonb(error) if error is not None else None,
+            started_at,
+            finished_at,
+            worker_id,
+            self.retry_defaults.jitter,
+            _JITTER.random(),
+        )
+        row = unit.execute_sql(query, params)[0]
         return ResultOutcome(row[0], row[1], row[2], row[3], tuple(row[4]), row[5], row[6])
 
     def finalize_task(self, unit: UnitOfWork, task_uuid: UUID) -> FinalizeOutcome:

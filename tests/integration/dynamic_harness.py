@@ -1,8 +1,9 @@
 """Drive the state layer as the orchestrator does, without actors or a broker.
 
-`Engine.report` takes the path of `ResultProcessor._process` (inspect -> apply or
-checkpoint -> follow_up, one transaction); `Engine.claim` the path of the enqueuer
-(`claim_for_dispatch`). Tests then read the task back and assert on steps and states.
+`Engine.report` takes the path of `ResultProcessor._process_together` (the plain-step
+call, else inspect -> apply or checkpoint -> follow_up, one transaction); `Engine.claim`
+the path of the enqueuer (`claim_for_dispatch`). Tests then read the task back and
+assert on steps and states.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from tasker.state.db import UnitOfWork
 from tasker.state.dispatch import DispatchStep, claim_for_dispatch
 from tasker.state.dynamic import DynamicSteps
-from tasker.state.records import ResultOutcome
+from tasker.state.records import ClaimedStep, ResultOutcome
 from tasker.state.repository import RegisteredTemplate, StateRepository, TaskSpec
 from tasker.state.templates import TaskTemplate, load_template_text
 
@@ -62,40 +64,45 @@ class Engine:
         checkpoint: dict[str, Any] | None = None,
     ) -> ResultOutcome:
         """Report one attempt: success with `result`, a failure `error`, or a checkpoint."""
-        step = entry.step
-        now = datetime.now(UTC)
         with self.repository.database.transaction() as unit:
-            kind = self.dynamic.inspect(
-                unit, step.step_uuid, success=error is None and checkpoint is None, result=result
-            )
-            if checkpoint is not None:
-                outcome = self.dynamic.checkpoint(
-                    unit,
-                    step_uuid=step.step_uuid,
-                    fence=step.fence,
-                    checkpoint=checkpoint,
-                    started_at=now,
-                    finished_at=now,
-                    worker_id="test",
-                )
-            else:
-                outcome = self.repository.apply_step_result(
-                    unit,
-                    step_uuid=step.step_uuid,
-                    fence=step.fence,
-                    success=error is None and kind.problem is None,
-                    result=result,
-                    error=kind.failure() if kind.problem else error,
-                    started_at=now,
-                    finished_at=now,
-                    worker_id="test",
-                )
-            outcome = self.dynamic.follow_up(unit, kind, outcome)
+            outcome = self._apply(unit, entry.step, result, error, checkpoint)
         self.ready.extend(outcome.ready_steps)
         if outcome.finalize and outcome.task_uuid is not None:
             with self.repository.database.transaction() as unit:
                 self.repository.finalize_task(unit, outcome.task_uuid)
         return outcome
+
+    def _apply(
+        self,
+        unit: UnitOfWork,
+        step: ClaimedStep,
+        result: Any,
+        error: dict[str, Any] | None,
+        checkpoint: dict[str, Any] | None,
+    ) -> ResultOutcome:
+        now = datetime.now(UTC)
+        attempt: dict[str, Any] = dict(
+            step_uuid=step.step_uuid, fence=step.fence, started_at=now, finished_at=now,
+            worker_id="test",
+        )  # fmt: skip
+        if checkpoint is not None:
+            kind = self.dynamic.inspect(unit, step.step_uuid, success=False, result=result)
+            outcome = self.dynamic.checkpoint(unit, checkpoint=checkpoint, **attempt)
+            return self.dynamic.follow_up(unit, kind, outcome)
+        plain = self.repository.apply_plain_step_result(  # one call for a plain step
+            unit, success=error is None, result=result, error=error, **attempt
+        )
+        if plain is not None:
+            return plain
+        kind = self.dynamic.inspect(unit, step.step_uuid, success=error is None, result=result)
+        outcome = self.repository.apply_step_result(
+            unit,
+            success=error is None and kind.problem is None,
+            result=result,
+            error=kind.failure() if kind.problem else error,
+            **attempt,
+        )
+        return self.dynamic.follow_up(unit, kind, outcome)
 
     def steps(self, task_uuid: UUID) -> dict[str, Any]:
         """Every step of the task by name: (state, results, parents)."""

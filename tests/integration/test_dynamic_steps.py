@@ -4,11 +4,14 @@ their edges, batch parallelism and failure strategies, checkpoints."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 
 from tasker.state.db import Database
+from tasker.state.dispatch import DispatchStep
 from tasker.state.migrate import migrate
+from tasker.state.records import ResultOutcome
 from tasker.state.repository import RetryDefaults, StateRepository
 from tests.integration.dynamic_harness import Engine, permanent
 
@@ -183,6 +186,31 @@ def test_nested_decisions_create_the_convergence_once_every_choice_is_made(
     assert engine.status(task) == "complete"
 
 
+def plain_result(engine: Engine, entry: DispatchStep, *, success: bool) -> ResultOutcome | None:
+    now = datetime.now(UTC)
+    with engine.repository.database.transaction() as unit:
+        return engine.repository.apply_plain_step_result(
+            unit, step_uuid=entry.step.step_uuid, fence=entry.step.fence, success=success,
+            result={"decision_point_outcome": {"type": "no_branches"}} if success else None,
+            error=None if success else permanent(), started_at=now, finished_at=now,
+            worker_id="test",
+        )  # fmt: skip
+
+
+def test_the_plain_result_call_leaves_a_decisions_success_untouched(engine: Engine) -> None:
+    task = engine.create(engine.register(APPROVAL))
+    engine.report(engine.claim()["validate"], {"ok": "validate"})
+    route = engine.claim()["route"]
+
+    assert plain_result(engine, route, success=True) is None  # its outcome needs a look
+    assert engine.steps(task)["route"].current_state == "enqueued"
+    assert engine.repository.get_task(task).total_steps == 2
+
+    failed = plain_result(engine, route, success=False)  # a failure needs none
+    assert failed is not None and failed.outcome == "applied"
+    assert failed.step_state == "error"
+
+
 # Batches -----------------------------------------------------------------------------------
 
 
@@ -244,6 +272,17 @@ def test_fail_fast_stops_the_batch_at_the_first_permanent_failure(engine: Engine
     states = {name: s.current_state for name, s in engine.steps(task).items()}
     assert states["work_002"] == states["work_003"] == "pending"
     assert engine.status(task) == "error"
+
+
+def test_the_plain_result_call_leaves_a_batch_workers_result_to_the_batch(
+    engine: Engine,
+) -> None:
+    task = engine.create(engine.register(batch_template("fail_fast", 1)))
+    run_to(engine, task, "analyze", batches((0, 1), (1, 2)))
+
+    assert plain_result(engine, engine.claim()["work_001"], success=False) is None
+
+    assert engine.steps(task)["work_001"].current_state == "enqueued"
 
 
 def test_continue_on_failure_runs_the_other_workers_then_fails_the_task(engine: Engine) -> None:
