@@ -1,24 +1,29 @@
-"""Inbox pumps: threads that move messages from an orchestration queue to an actor.
+"""Inbox pumps: threads that move messages from an orchestration queue to actors.
 
-A pump never holds more deliveries than its limit: it asks its actor without blocking and
-waits for the oldest reply once the limit is reached. A pump given `group` hands each
-receive's deliveries to its actor as one message and receives again only once that one is
-handled: meanwhile arrivals gather in the queue, so the busier the actor, the larger its
-next batch (one transaction each), while a quiet queue still yields batches of one at
-once. A pump given `hold` calls it before each receive: it blocks while what the actor
-needs is down (the orchestrator's database), so an outage does not use up the delivery
-attempts of messages that could not have been handled anyway. While a delivery waits in
-a mailbox or is being handled, the pump renews its visibility, so a slow stretch never
-lets it reappear on the queue and be handled twice.
+A pump never holds more deliveries than its limit (per actor, when it groups): it asks
+its actors without blocking, each message going to the actor with the least in hand, and
+waits for replies once the limit is reached. A pump given `group` hands each receive's
+deliveries to one actor as one message and receives again only while an actor is free:
+meanwhile arrivals gather in the queue, so the busier the actors, the larger their next
+batches (one transaction each), while a quiet queue still yields batches of one at once.
+Several actors behind one pump work in parallel without competing reads (on PGMQ, every
+reader woken by an arrival reads, and all but one find nothing).
+
+A pump given `hold` calls it before each receive: it blocks while what the actors need is
+down (the orchestrator's database), so an outage does not use up the delivery attempts
+of messages that could not have been handled anyway. While a delivery waits in a mailbox
+or is being handled, the pump renews its visibility, so a slow stretch never lets it
+reappear on the queue and be handled twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import pykka
@@ -37,13 +42,16 @@ Group = Callable[[list[ActorMessage]], ActorMessage]
 #: Blocks while the actor could not handle a message; returns early once the event is set.
 Hold = Callable[[threading.Event], None]
 
+#: With several actors busy, how often the pump looks whether one has become free.
+_ANY_REPLY_POLL_SECONDS = 0.002
+
 
 class InboxPump(threading.Thread):
     def __init__(
         self,
         broker: Broker,
         queue: str,
-        target: pykka.ActorRef[Any],
+        targets: Sequence[pykka.ActorRef[Any]],
         translate: Translate,
         *,
         quarantine: Quarantine,
@@ -56,7 +64,7 @@ class InboxPump(threading.Thread):
         super().__init__(name=f"inbox-{queue}", daemon=True)
         self.broker = broker
         self.queue = queue
-        self.target = target
+        self.targets = tuple(targets)
         self.translate = translate
         self.quarantine = quarantine
         self.max_in_flight = max_in_flight
@@ -107,26 +115,37 @@ class InboxPump(threading.Thread):
             self._ask(message, (delivery,))
 
     def _free_slots(self) -> int:
-        self._in_flight = deque(p for p in self._in_flight if not _is_done(p.future))
+        self._prune()
         self._renew_leases()
-        limit = 1 if self.group is not None else self.max_in_flight  # batches, or deliveries
-        if len(self._in_flight) >= limit or self._held() >= self.max_in_flight:
-            self._await_oldest()
-        if self.group is not None and self._in_flight:
-            return 0
-        return self.max_in_flight - self._held()
+        if self._full():
+            self._await_any()
+            self._prune()
+        return 0 if self._full() else min(self.max_in_flight, self._limit() - self._held())
+
+    def _limit(self) -> int:
+        """Deliveries held at most: `max_in_flight` per actor when grouped (its batch)."""
+        return self.max_in_flight * (len(self.targets) if self.group is not None else 1)
+
+    def _full(self) -> bool:
+        """Whether every actor has its batch (grouped) or the delivery limit is reached."""
+        batches = len(self.targets) if self.group is not None else self.max_in_flight
+        return len(self._in_flight) >= batches or self._held() >= self._limit()
 
     def _held(self) -> int:
         return sum(len(pending.deliveries) for pending in self._in_flight)
 
-    def _await_oldest(self) -> None:
-        try:
-            self._in_flight[0].future.get(timeout=min(self.wait, self.visibility_timeout / 3))
-            self._in_flight.popleft()
-        except pykka.Timeout:
-            pass
-        except Exception:
-            self._in_flight.popleft()  # the actor already logged it
+    def _prune(self) -> None:
+        self._in_flight = deque(p for p in self._in_flight if not _is_done(p.future))
+
+    def _await_any(self) -> None:
+        """Wait until a reply comes (or leases need renewing): with one actor, for its
+        oldest message; with several, briefly for the oldest, since any may finish first."""
+        patience = min(self.wait, self.visibility_timeout / 3)
+        if len(self.targets) > 1:
+            patience = min(patience, _ANY_REPLY_POLL_SECONDS)
+        # A timeout, or a failure the actor already logged: the caller prunes either way.
+        with contextlib.suppress(Exception):
+            self._in_flight[0].future.get(timeout=patience)
 
     def _renew_leases(self) -> None:
         now = time.monotonic()
@@ -151,8 +170,13 @@ class InboxPump(threading.Thread):
         return message
 
     def _ask(self, message: ActorMessage, deliveries: tuple[Delivery, ...]) -> None:
-        future = self.target.ask(message, block=False)
-        self._in_flight.append(_Pending(future, deliveries, self._renew_time()))
+        self._prune()
+        target = min(self.targets, key=self._in_hand)
+        future = target.ask(message, block=False)
+        self._in_flight.append(_Pending(future, deliveries, self._renew_time(), target))
+
+    def _in_hand(self, target: pykka.ActorRef[Any]) -> int:
+        return sum(len(p.deliveries) for p in self._in_flight if p.target is target)
 
 
 class _Pending(NamedTuple):
@@ -161,6 +185,7 @@ class _Pending(NamedTuple):
     future: pykka.Future[Any]
     deliveries: tuple[Delivery, ...]
     renew_at: float
+    target: pykka.ActorRef[Any]
 
 
 def _is_done(future: pykka.Future[Any]) -> bool:

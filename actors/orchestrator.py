@@ -155,22 +155,18 @@ class Orchestrator:
         registry = WorkerRegistry.start(broker, database, repository)
         self.actors = [enqueuer, finalizer, discovery, *results, initializer, registry]
         self.pumps = [
-            self._pump(ORCHESTRATION_TASK_REQUESTS_QUEUE, initializer, _as_task_request),
-            *(self._results_pump(processor) for processor in results),
-            self._pump(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, registry, _as_worker_heartbeat),
+            self._pump(ORCHESTRATION_TASK_REQUESTS_QUEUE, [initializer], _as_task_request),
+            self._pump(ORCHESTRATION_RESULTS_QUEUE, results, _as_step_result, _results_together),
+            self._pump(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, [registry], _as_worker_heartbeat),
         ]
 
-    def _results_pump(self, processor: pykka.ActorRef[Any]) -> InboxPump:
-        queue = ORCHESTRATION_RESULTS_QUEUE
-        return self._pump(queue, processor, _as_step_result, _results_together)
-
     def _pump(
-        self, queue: str, target: pykka.ActorRef[Any], translate: Any, group: Any = None
+        self, queue: str, targets: list[pykka.ActorRef[Any]], translate: Any, group: Any = None
     ) -> InboxPump:
         return InboxPump(
             self.broker,
             queue,
-            target,
+            targets,
             translate,
             quarantine=self.quarantine,
             max_in_flight=self.config.batch_size,

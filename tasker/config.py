@@ -51,8 +51,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backoff_jitter: float = 0.1
     # Orchestrator
     database_pool_size: int = 8
-    # Result processors, each with its own inbox pump on the results queue: results are
-    # applied this many transactions at a time (a task's row lock orders those of one task).
+    # Result processors fed by the results queue's pump: results are applied this many
+    # transactions at a time (a task's row lock orders those of one task).
     result_processors: int = 2
     sweep_interval_seconds: float = 5.0
     republish_after_seconds: float = 60.0

@@ -1,4 +1,5 @@
-"""Inbox pumps receive nothing while the database circuit is open (outages spend no deliveries)."""
+"""Inbox pumps: several actors behind one pump, and nothing received while the database
+circuit is open (an outage spends no deliveries)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pykka
 import pytest
 
 from tasker.actors.inbox import InboxPump
-from tasker.actors.messages import ActorMessage, StepResultReceived
+from tasker.actors.messages import ActorMessage, StepResultReceived, StepResultsReceived
 from tasker.actors.poison import Quarantine
 from tasker.config import load_config
 from tasker.messaging.broker import Delivery
@@ -84,7 +85,7 @@ def _pump(broker: InMemoryBroker, target: pykka.ActorRef[Any], database: Databas
 
     quarantine = Quarantine(broker, PoisonRecords(None))  # type: ignore[arg-type]
     return InboxPump(
-        broker, QUEUE, target, _translate, quarantine=quarantine, max_in_flight=4,
+        broker, QUEUE, [target], _translate, quarantine=quarantine, max_in_flight=4,
         visibility_timeout=5.0, wait=0.05, hold=hold,
     )  # fmt: skip
 
@@ -145,3 +146,50 @@ def test_a_closed_circuit_does_not_hold() -> None:
     hold_while_open(breaker, database.ping, threading.Event())
 
     assert database.pings == 0
+
+
+class SlowBatches(pykka.ThreadingActor):
+    """Takes a while over each batch; records its size and how many batches overlapped."""
+
+    running = 0
+    most_at_once = 0
+    lock = threading.Lock()
+
+    def __init__(self, sizes: list[int]) -> None:
+        super().__init__()
+        self.sizes = sizes
+
+    def on_receive(self, message: Any) -> Any:
+        with SlowBatches.lock:
+            SlowBatches.running += 1
+            SlowBatches.most_at_once = max(SlowBatches.most_at_once, SlowBatches.running)
+        time.sleep(0.05)
+        with SlowBatches.lock:
+            SlowBatches.running -= 1
+        self.sizes.append(len(message.results))
+        return None
+
+
+def test_one_pump_keeps_several_actors_busy_with_one_batch_each() -> None:
+    broker = InMemoryBroker()
+    broker.ensure_queue(QUEUE)
+    for _ in range(40):
+        broker.send(QUEUE, _result_body())
+    sizes: tuple[list[int], list[int]] = ([], [])
+    actors = [SlowBatches.start(sizes[0]), SlowBatches.start(sizes[1])]
+    pump = InboxPump(
+        broker, QUEUE, actors, _translate, quarantine=Quarantine(broker, None),  # type: ignore[arg-type]
+        max_in_flight=16, visibility_timeout=5.0, wait=0.05,
+        group=lambda messages: StepResultsReceived(tuple(messages)),  # type: ignore[arg-type]
+    )  # fmt: skip
+    pump.start()
+    try:
+        assert _eventually(lambda: sum(map(sum, sizes)) == 40)
+    finally:
+        pump.stop()
+        pump.join(timeout=5)
+        for actor in actors:
+            actor.stop()
+    assert sizes[0] and sizes[1]  # both worked
+    assert SlowBatches.most_at_once == 2  # in parallel, never more than one batch each
+    assert max(max(sizes[0]), max(sizes[1])) > 1  # arrivals gathered while they were busy
