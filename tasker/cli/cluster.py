@@ -7,6 +7,7 @@ commands an operator runs.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -33,11 +34,23 @@ def config_environment(config: Config) -> dict[str, str]:
     return environment
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (on the loopback interface)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+# Ports below Linux's ephemeral range (32768-60999 by default). A port the kernel picks
+# for bind(0) comes from that range, where any outgoing connection may take it between
+# our probe and the server's own bind (seen in CI: "address already in use").
+_UNASSIGNED_PORTS = range(20_000, 32_768)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` nothing listens on right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = _UNASSIGNED_PORTS.start + secrets.randbelow(len(_UNASSIGNED_PORTS))
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue  # taken: try another
+            return port
+    raise RuntimeError(f"no free TCP port in 20000-32767 on {host}")
 
 
 class LocalCluster:

@@ -9,22 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tasker.cli.cluster import free_port
 
 
 def _binaries() -> Path | None:
     root = Path("/usr/lib/postgresql")
     versions = sorted(root.iterdir(), key=lambda p: p.name) if root.exists() else []
     return versions[-1] / "bin" if versions else None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class PostgresUnavailableError(RuntimeError):
