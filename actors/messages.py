@@ -13,6 +13,7 @@ from tasker.messaging.messages import (
     TaskRequestMessage,
     WorkerHeartbeatMessage,
 )
+from tasker.state.records import Dispatch
 
 
 class ActorMessage(msgspec.Struct, frozen=True):
@@ -67,9 +68,9 @@ class EnqueueSteps(ActorMessage, frozen=True):
 
 
 class StepsPublished(ActorMessage, frozen=True):
-    """The broker confirmed these steps' messages: record it (batched, off the hot path)."""
+    """The broker confirmed these dispatches' messages: record it (batched, off the hot path)."""
 
-    step_uuids: tuple[UUID, ...]
+    dispatches: tuple[Dispatch, ...]
 
 
 class RepublishUnconfirmed(ActorMessage, frozen=True):

@@ -31,7 +31,7 @@ from tasker.messaging.broker import Broker
 from tasker.messaging.messages import StepResultMessage
 from tasker.state.db import Database, UnitOfWork
 from tasker.state.dynamic import DynamicSteps, StepKind
-from tasker.state.records import FinalizeOutcome, ResultOutcome
+from tasker.state.records import Dispatch, FinalizeOutcome, ResultOutcome
 from tasker.state.repository import StateRepository
 from tasker.telemetry import metrics
 from tasker.telemetry.hooks import inject, traced
@@ -87,14 +87,15 @@ class ResultProcessor(GuardedActor):
         """Apply each result, dispatch the steps they made ready and finish what they finished,
         acking the results: all in one transaction, so one commit covers the whole hop."""
         ordered = sorted(items, key=lambda item: item.result.task_uuid.bytes)  # lock order
+        deliveries = [item.delivery for item in ordered]
         started = time.perf_counter()
         with self.database.transaction() as unit:
             applied = [(item.result, *self._apply_traced(unit, item.result)) for item in ordered]
             traces = {step: trace for _, outcome, trace in applied for step in _ready(outcome)}
-            self.dispatcher.dispatch(unit, list(traces), traces=traces)
+            # The results are acked with the messages they cause (one statement on PGMQ).
+            self.dispatcher.dispatch(unit, list(traces), traces=traces, acking=deliveries)
             finishing = _to_finish(applied)
             finished = [self._finalize(unit, task, trace) for task, trace in finishing]
-            self.broker.ack_many([item.delivery for item in ordered], within=unit)
         elapsed = time.perf_counter() - started
         for result, outcome, _ in applied:
             self._after_commit(result, outcome, elapsed)
@@ -128,9 +129,9 @@ class ResultProcessor(GuardedActor):
         with traced("tasker.task.finalize", trace, task_uuid=task):  # telemetry hook
             return self.repository.finalize_task(unit, task)
 
-    def _published(self, steps: list[UUID]) -> None:
+    def _published(self, dispatches: list[Dispatch]) -> None:
         """Publish confirms (RabbitMQ) are recorded by the enqueuer, batched, off this thread."""
-        self.enqueuer.tell(StepsPublished(tuple(steps)))
+        self.enqueuer.tell(StepsPublished(tuple(dispatches)))
 
     def _after_commit(
         self, result: StepResultMessage, outcome: ResultOutcome, elapsed: float

@@ -19,11 +19,11 @@ from uuid import UUID
 
 import msgspec
 
-from tasker.messaging.broker import Broker
+from tasker.messaging.broker import Broker, Delivery
 from tasker.messaging.messages import HandlerSpec, StepMessage, encode, worker_queue
 from tasker.state.db import UnitOfWork
 from tasker.state.dispatch import DispatchStep, claim_for_dispatch
-from tasker.state.records import ClaimedStep
+from tasker.state.records import ClaimedStep, Dispatch
 from tasker.state.repository import RegisteredTemplate, StateRepository
 from tasker.telemetry import metrics
 from tasker.telemetry.hooks import inject, traced, within_task
@@ -92,7 +92,7 @@ class StepDispatcher:
         self,
         broker: Broker,
         repository: StateRepository,
-        confirmed: Callable[[list[UUID]], None] | None = None,
+        confirmed: Callable[[list[Dispatch]], None] | None = None,
     ) -> None:
         self.broker = broker
         self.repository = repository
@@ -108,8 +108,10 @@ class StepDispatcher:
         step_uuids: Sequence[UUID],
         live: Trace = None,
         traces: Mapping[UUID, Trace] | None = None,
+        acking: Sequence[Delivery] = (),
     ) -> list[ClaimedStep]:
-        """Claim the given steps still ready and send their messages with the transaction.
+        """Claim the given steps still ready and send their messages with the transaction;
+        ack `acking` (the deliveries that made them ready) with it too, after the sends.
 
         A step's message continues `traces[step]`, else `live`, when that is its task's
         trace, and otherwise the trace stored with its task (see `_enqueue_span`).
@@ -120,12 +122,14 @@ class StepDispatcher:
             chunk = step_uuids[start : start + MAX_CLAIM]
             dispatched += claim_for_dispatch(unit, chunk, published=transactional)
         if not dispatched:
+            self._ack(acking, unit)
             return []
         bodies = self._by_queue(dispatched, lambda step: (traces or {}).get(step, live))
         if transactional:
-            self.send(bodies, within=unit)
+            self.send(bodies, within=unit, acking=acking)
         else:
             unit.after_commit(lambda: self._publish(bodies, dispatched))
+            self._ack(acking, unit)
         claimed = [entry.step for entry in dispatched]
         steps_enqueued(claimed)  # telemetry hook
         log.debug("enqueued %s", ", ".join(f"{s.name}#{s.attempt}" for s in claimed))
@@ -135,10 +139,27 @@ class StepDispatcher:
         """Encoded step messages by worker queue (for steps claimed earlier)."""
         return self._by_queue(steps, lambda _: None)
 
-    def send(self, bodies: dict[str, list[bytes]], *, within: UnitOfWork | None) -> None:
+    def send(
+        self,
+        bodies: dict[str, list[bytes]],
+        *,
+        within: UnitOfWork | None,
+        acking: Sequence[Delivery] = (),
+    ) -> None:
+        """Send each queue's messages; the first send also acks `acking` (one call on PGMQ)."""
+        pending = acking
         for queue, messages in bodies.items():
             self._ensure(queue)
-            self.broker.send_batch(queue, messages, within=within)
+            if pending:
+                self.broker.send_batch_and_ack(queue, messages, pending, within=within)
+                pending = ()
+            else:
+                self.broker.send_batch(queue, messages, within=within)
+        self._ack(pending, within)
+
+    def _ack(self, deliveries: Sequence[Delivery], within: UnitOfWork | None) -> None:
+        if deliveries:
+            self.broker.ack_many(deliveries, within=within)
 
     def _publish(self, bodies: dict[str, list[bytes]], steps: list[DispatchStep]) -> None:
         """After commit, on a broker without transactions: publish, then record the confirm."""
@@ -148,7 +169,7 @@ class StepDispatcher:
             # The claim committed: the sweeper re-publishes steps with no publish confirm.
             log.warning("publish of %d step(s) failed (%s); the sweep resends", len(steps), exc)
             return
-        self.confirmed([entry.step.step_uuid for entry in steps])
+        self.confirmed([entry.step.dispatch for entry in steps])
 
     def _by_queue(
         self, steps: list[DispatchStep], live: Callable[[UUID], Trace]

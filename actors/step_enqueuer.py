@@ -20,6 +20,7 @@ from tasker.actors.step_dispatch import StepDispatcher
 from tasker.messaging.broker import Broker
 from tasker.state.db import Database
 from tasker.state.dispatch import with_inputs
+from tasker.state.records import Dispatch
 from tasker.state.repository import StateRepository
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class StepEnqueuer(GuardedActor):
         self.repository = repository
         self.dispatcher = StepDispatcher(broker, repository)
         self._pending: dict[UUID, None] = {}  # ordered set of steps awaiting the next flush
-        self._published: set[UUID] = set()  # confirmed steps awaiting their record
+        self._published: set[Dispatch] = set()  # confirmed dispatches awaiting their record
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {
@@ -80,11 +81,11 @@ class StepEnqueuer(GuardedActor):
         """Gather publish confirms; under load one UPDATE records many (see `collect`)."""
         if not self._published:
             self.actor_ref.tell(_FlushPublished())
-        self._published.update(message.step_uuids)
+        self._published.update(message.dispatches)
 
     def flush_published(self, _: _FlushPublished) -> None:
-        steps, self._published = list(self._published), set()
-        self.repository.mark_published(steps)
+        dispatches, self._published = list(self._published), set()
+        self.repository.mark_published(dispatches)
 
     def republish(self, message: RepublishUnconfirmed) -> None:
         """Resend steps whose publish may have been lost (crash between commit and confirm)."""
@@ -94,4 +95,4 @@ class StepEnqueuer(GuardedActor):
         log.warning("re-publishing %d step(s) with no publish confirm", len(stale))
         bodies = self.dispatcher.messages(with_inputs(self.database, stale))
         self.dispatcher.send(bodies, within=None)
-        self.repository.mark_published([step.step_uuid for step in stale])
+        self.repository.mark_published([step.dispatch for step in stale])

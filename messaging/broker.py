@@ -166,6 +166,19 @@ class Broker(abc.ABC):
         for delivery, body in replies:
             self.ack_with_reply(delivery, queue, body)
 
+    def send_batch_and_ack(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        deliveries: Sequence[Delivery],
+        *,
+        within: Transaction | None = None,
+    ) -> None:
+        """`send_batch(queue, bodies)`, then `ack_many(deliveries)`, both `within` the
+        caller's transaction when given. A backend may do both in one call."""
+        self.send_batch(queue, bodies, within=within)
+        self.ack_many(deliveries, within=within)
+
     @abc.abstractmethod
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         """Give the message back to the queue, visible again after `delay` seconds."""

@@ -90,6 +90,16 @@ class GuardedBroker(Broker):
     def ack_with_replies(self, queue: str, replies: Sequence[tuple[Delivery, bytes]]) -> None:
         self._call(self.inner.ack_with_replies, queue, replies)
 
+    def send_batch_and_ack(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        deliveries: Sequence[Delivery],
+        *,
+        within: Transaction | None = None,
+    ) -> None:
+        self._call(self.inner.send_batch_and_ack, queue, bodies, deliveries, within=within)
+
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         self._call(self.inner.nack, delivery, delay=delay)
 

@@ -74,8 +74,8 @@ _SEND_AND_DELETE = (
     "SELECT pgmq.send(%s::text, %s::jsonb), pgmq.delete(%s::text, %s::bigint),"
     " pg_notify(%s::text, '')"
 )
-# Replies sent and their deliveries deleted in one statement: atomic, and one round trip
-# where BEGIN, a send, a delete and COMMIT took four.
+# Messages sent and the deliveries they answer deleted in one statement: one round trip
+# (for a worker's replies, where BEGIN, a send, a delete and COMMIT took four).
 _SEND_BATCH_AND_DELETE = (
     "WITH sent AS (SELECT pgmq.send_batch(%s::text, %s::text[]::jsonb[], clock_timestamp())),"
     " deleted AS (SELECT pgmq.delete(%s::text, %s::bigint[]))"
@@ -206,19 +206,35 @@ class PgmqBroker(Broker):
 
     def ack_with_replies(self, queue: str, replies: Sequence[tuple[Delivery, bytes]]) -> None:
         """All replies sent and all deliveries deleted in one transaction (one commit)."""
+        if replies:
+            bodies = [body for _, body in replies]
+            self.send_batch_and_ack(queue, bodies, [delivery for delivery, _ in replies])
+
+    def send_batch_and_ack(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        deliveries: Sequence[Delivery],
+        *,
+        within: Transaction | None = None,
+    ) -> None:
+        """One statement when the deliveries come from one queue (the usual case), else
+        one transaction: `within`, or one of its own."""
         _check_queue_name(queue)
-        if not replies:
-            return
-        texts = [_as_text(queue, body) for _, body in replies]
-        by_source = _ids_by_queue([delivery for delivery, _ in replies])
-        if len(by_source) == 1:  # the usual case: one statement
+        texts = [_as_text(queue, body) for body in bodies]
+        by_source = _ids_by_queue(deliveries)
+        if texts and len(by_source) == 1:
             ((source, message_ids),) = by_source.items()
             params = (queue, texts, source, message_ids, insert_channel(queue))
-            self._execute(_SEND_BATCH_AND_DELETE, params, queue=queue)
+            self._execute(_SEND_BATCH_AND_DELETE, params, queue=queue, within=within)
+            return
+        if within is not None:
+            super().send_batch_and_ack(queue, bodies, deliveries, within=within)
             return
         pool = self._ready_pool()
         with _translated(queue), pool.connection() as connection, connection.transaction():
-            connection.execute(_SEND_BATCH, (queue, texts, 0.0, insert_channel(queue)))
+            if texts:
+                connection.execute(_SEND_BATCH, (queue, texts, 0.0, insert_channel(queue)))
             for source, message_ids in by_source.items():
                 connection.execute(_DELETE_MANY, (source, message_ids))
 

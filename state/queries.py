@@ -113,12 +113,17 @@ TAKE_UNPUBLISHED_STEPS = "SELECT * FROM tasker.take_unpublished_steps(%s, %s)"
 # Never waits for a step another transaction holds: that one is applying the step's result
 # (or claiming it again), so the step is leaving this publish behind, and waiting could
 # deadlock with a result processor (it locks task then step; confirms arrive in any order).
+# A confirm counts for the dispatch that was published (the step's dispatch count then):
+# a late confirm of an earlier dispatch must not vouch for a newer one, whose own publish
+# may have been lost and must stay visible to the re-publish sweep.
 MARK_PUBLISHED = """
 UPDATE tasker.workflow_steps w SET published_at = clock_timestamp()
  WHERE w.step_uuid IN (
-    SELECT s.step_uuid FROM tasker.workflow_steps s
-     WHERE s.step_uuid = ANY (%s::uuid[]) AND s.state = 'enqueued' AND s.published_at IS NULL
-       FOR UPDATE SKIP LOCKED)
+    SELECT s.step_uuid
+      FROM tasker.workflow_steps s
+      JOIN unnest(%s::uuid[], %s::integer[]) AS d(step_uuid, fence) USING (step_uuid)
+     WHERE s.dispatch_count = d.fence AND s.state = 'enqueued' AND s.published_at IS NULL
+       FOR UPDATE OF s SKIP LOCKED)
 """
 
 # Keeps the latest heartbeat per worker: an older one (redelivered, or overtaken in the

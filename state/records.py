@@ -18,6 +18,10 @@ class TaskCreation(msgspec.Struct, frozen=True):
     ready_steps: tuple[UUID, ...]
 
 
+#: One dispatch of a step: its uuid and fence (its dispatch count when it was claimed).
+Dispatch = tuple[UUID, int]
+
+
 class ClaimedStep(msgspec.Struct, frozen=True):
     """A step just moved to `enqueued`, with everything a worker needs to run it."""
 
@@ -36,6 +40,10 @@ class ClaimedStep(msgspec.Struct, frozen=True):
     correlation_id: str | None
     dependency_results: dict[str, Any]
     fence: int
+
+    @property
+    def dispatch(self) -> Dispatch:
+        return (self.step_uuid, self.fence)
 
 
 class ResultOutcome(msgspec.Struct, frozen=True):

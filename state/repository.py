@@ -29,6 +29,7 @@ from tasker.state.errors import (
 )
 from tasker.state.records import (
     ClaimedStep,
+    Dispatch,
     FinalizeOutcome,
     ResultOutcome,
     StepView,
@@ -182,10 +183,13 @@ class StateRepository:
         rows = unit.execute_sql(queries.CLAIM_STEPS, (list(step_uuids), published))
         return [ClaimedStep(*row) for row in rows]
 
-    def mark_published(self, step_uuids: Sequence[UUID]) -> None:
-        """Record that these steps' messages are confirmed on the broker."""
+    def mark_published(self, dispatches: Sequence[Dispatch]) -> None:
+        """Record that these dispatches' messages (step, fence) are confirmed on the broker."""
+        if not dispatches:
+            return
+        steps, fences = zip(*dispatches, strict=True)
         with self.database.transaction() as unit:
-            unit.execute_sql(queries.MARK_PUBLISHED, (list(step_uuids),))
+            unit.execute_sql(queries.MARK_PUBLISHED, (list(steps), list(fences)))
 
     def take_unpublished_steps(
         self, older_than_seconds: float, limit: int = 500

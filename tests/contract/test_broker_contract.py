@@ -389,3 +389,37 @@ def test_ack_with_reply_delivers_the_reply_and_removes_the_original(
 
     assert numbers([receive_one(broker, replies)]) == [2]
     eventually(lambda: broker.queue_stats(queue), stats(0, 0, queue))
+
+
+def test_send_batch_and_ack_within_a_committed_transaction_does_both(
+    broker: Broker, queue: str, new_queue: Callable[[], str], begin: Begin
+) -> None:
+    other, onward = new_queue(), new_queue()
+    broker.send_batch(queue, [body(1), body(2)])
+    broker.send(other, body(3))
+    from_one_queue = [receive_one(broker, queue), receive_one(broker, queue)]
+    from_two_queues = [receive_one(broker, other)]
+
+    with begin() as transaction:
+        broker.send_batch_and_ack(onward, [body(10), body(11)], from_one_queue, within=transaction)
+        broker.send_batch_and_ack(onward, [body(12)], from_two_queues, within=transaction)
+
+    got = [receive_one(broker, onward) for _ in range(3)]
+    assert sorted(numbers(got)) == [10, 11, 12]
+    eventually(lambda: broker.queue_stats(queue), stats(0, 0, queue))
+    eventually(lambda: broker.queue_stats(other), stats(0, 0, other))
+
+
+def test_send_batch_and_ack_within_a_rolled_back_transaction_does_neither(
+    broker: Broker, queue: str, new_queue: Callable[[], str], begin: Begin
+) -> None:
+    onward = new_queue()
+    broker.send(queue, body(1))
+    delivery = receive_one(broker, queue, visibility_timeout=1.0)
+
+    with pytest.raises(RuntimeError), begin() as transaction:
+        broker.send_batch_and_ack(onward, [body(2)], [delivery], within=transaction)
+        raise RuntimeError("roll back")
+
+    assert broker.receive(onward, wait=0.5) == []
+    assert receive_one(broker, queue, wait=4.0).delivery_count == 2

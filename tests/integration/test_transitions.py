@@ -443,14 +443,15 @@ def test_recording_publish_confirms_never_waits_for_a_step_another_transaction_h
     first, second = (create_task(repository, linear) for _ in range(2))
     held, free = first.steps["s00"], second.steps["s00"]
     with repository.database.transaction() as unit:
-        repository.claim_steps(unit, [held, free], published=False)
+        claimed = repository.claim_steps(unit, [held, free], published=False)
     with repository.database.transaction() as holder:
         holder.execute_sql(
             "SELECT 1 FROM tasker.workflow_steps WHERE step_uuid = %s FOR UPDATE", (held,)
         )
         # When both confirms are recorded meanwhile (from another thread: a wait on the
         # lock would deadlock the test, which a timeout turns into a failure)
-        marking = threading.Thread(target=repository.mark_published, args=([held, free],))
+        dispatches = [step.dispatch for step in claimed]
+        marking = threading.Thread(target=repository.mark_published, args=(dispatches,))
         marking.start()
         marking.join(timeout=5)
         # Then it returned at once, marking the step nobody held
@@ -462,3 +463,31 @@ def test_recording_publish_confirms_never_waits_for_a_step_another_transaction_h
             ([held, free],),
         )
     assert dict(rows) == {held: False, free: True}
+
+
+def test_a_late_publish_confirm_does_not_vouch_for_a_newer_dispatch(
+    repository: StateRepository, linear: RegisteredTemplate
+) -> None:
+    # Given a step published after commit (RabbitMQ), failed, and dispatched again
+    task = create_task(repository, linear)
+    with repository.database.transaction() as unit:
+        (first,) = repository.claim_steps(unit, [task.steps["s00"]], published=False)
+    apply(repository, first, success=False, error={"message": "flaky"})
+    with repository.database.transaction() as unit:
+        (second,) = repository.claim_steps(unit, [task.steps["s00"]], published=False)
+    assert second.fence == first.fence + 1
+
+    def published() -> bool:
+        with repository.database.transaction() as unit:
+            rows = unit.execute_sql(
+                "SELECT published_at IS NOT NULL FROM tasker.workflow_steps WHERE step_uuid = %s",
+                (second.step_uuid,),
+            )
+        return bool(rows[0][0])
+
+    # When the first dispatch's confirm is recorded only now, it does not count
+    repository.mark_published([first.dispatch])
+    assert not published()  # the sweep would still re-publish the second dispatch
+    # And the second dispatch's own confirm does
+    repository.mark_published([second.dispatch])
+    assert published()
