@@ -152,7 +152,12 @@ class Orchestrator:
             broker, database, repository, enqueuer, max_context_bytes=self.config.max_context_bytes
         )
         self.initializer, self.enqueuer, self.finalizer = initializer, enqueuer, finalizer
-        registry = WorkerRegistry.start(broker, database, repository)
+        registry = WorkerRegistry.start(
+            broker,
+            database,
+            repository,
+            retention_seconds=self.config.worker_retention_hours * 3600,
+        )
         self.actors = [enqueuer, finalizer, discovery, *results, initializer, registry]
         self.pumps = [
             self._pump(ORCHESTRATION_TASK_REQUESTS_QUEUE, [initializer], _as_task_request),

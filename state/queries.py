@@ -143,6 +143,13 @@ ON CONFLICT (worker_id) DO UPDATE SET
 RETURNING worker_id
 """
 
+# Workers not heard from for the retention period (stopped, or gone without a word).
+PRUNE_WORKERS = """
+DELETE FROM tasker.workers
+ WHERE last_heartbeat_at < clock_timestamp() - make_interval(secs => %s)
+RETURNING worker_id
+"""
+
 # Alive: not stopped, and heard from within three of its own heartbeat intervals.
 LIST_WORKERS = """
 SELECT worker_id, host, pid, namespaces, in_flight, concurrency, status, started_at,

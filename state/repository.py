@@ -372,6 +372,11 @@ class StateRepository:
         )
         return bool(rows)
 
+    def prune_workers(self, unit: UnitOfWork, older_than_seconds: float) -> list[str]:
+        """Forget workers not heard from for `older_than_seconds`; the ids forgotten."""
+        rows = unit.execute_sql(queries.PRUNE_WORKERS, (older_than_seconds,))
+        return [row[0] for row in rows]
+
     def list_workers(self) -> list[WorkerRecord]:
         """Every worker ever heard from, with its latest heartbeat and liveness."""
         with self.database.transaction() as unit:

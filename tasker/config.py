@@ -33,6 +33,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shutdown_grace_seconds: float = 30.0
     # How often a worker announces itself (the orchestrator records it in tasker.workers).
     worker_heartbeat_seconds: float = 5.0
+    # How long a worker that stopped or went silent stays in tasker.workers (the
+    # orchestrator prunes older rows hourly).
+    worker_retention_hours: float = 24.0
     # host:port of the worker's own health endpoint (/health/live, /health/ready) for
     # container probes; None = not served.
     worker_health_bind: str | None = None
@@ -98,7 +101,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         _require_positive(self, "concurrency", "visibility_timeout_seconds")
         _require_positive(self, "poll_interval_seconds", "max_deliveries", "batch_size")
         _require_positive(self, "default_max_attempts", "database_pool_size", "result_processors")
-        _require_positive(self, "worker_heartbeat_seconds")
+        _require_positive(self, "worker_heartbeat_seconds", "worker_retention_hours")
         if not 0.0 <= self.backoff_jitter <= 1.0:
             raise ConfigError("backoff_jitter", "must be between 0.0 and 1.0")
         _require_positive(self, "api_max_wait_seconds")

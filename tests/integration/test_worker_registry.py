@@ -153,3 +153,24 @@ def test_the_registry_actor_gives_back_a_heartbeat_it_cannot_record(
     assert repository.list_workers() == []
     time.sleep(1.1)  # handed back with a short delay, not lost
     assert broker.queue_stats(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE).ready == 1
+
+
+def test_the_registry_forgets_workers_silent_for_the_retention_period(
+    repository: StateRepository,
+) -> None:
+    record(repository, beat("gone", age=3 * 3600, status="stopped"))
+    record(repository, beat("vanished", age=2 * 3600))  # never said it stopped
+    record(repository, beat("recent", age=60, status="stopped"))
+    broker = InMemoryBroker()
+    broker.ensure_queue(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE)
+    now = datetime.now(UTC)
+    message = WorkerHeartbeatMessage("live", "box", 9, ["ns"], 0, 2, now, now, "running", 1.0)
+    broker.send(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, encode(message))
+    (delivery,) = broker.receive(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, visibility_timeout=30)
+    actor = WorkerRegistry.start(broker, repository.database, repository, retention_seconds=3600.0)
+    try:
+        actor.ask(WorkerHeartbeatReceived(delivery, message), timeout=10)
+    finally:
+        actor.stop()
+
+    assert {worker.worker_id for worker in repository.list_workers()} == {"recent", "live"}
