@@ -63,6 +63,23 @@ def record(repository: StateRepository, heartbeat: WorkerHeartbeat) -> bool:
         return repository.record_worker_heartbeat(unit, heartbeat)
 
 
+def registry_receives(
+    repository: StateRepository, message: WorkerHeartbeatMessage, **options: float
+) -> InMemoryBroker:
+    """Deliver `message` to a registry actor (which lives on); the broker it came through."""
+    broker = InMemoryBroker()
+    broker.ensure_queue(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE)
+    broker.send(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, encode(message))
+    (delivery,) = broker.receive(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, visibility_timeout=30)
+    actor = WorkerRegistry.start(broker, repository.database, repository, **options)
+    try:
+        actor.ask(WorkerHeartbeatReceived(delivery, message), timeout=10)
+        assert actor.is_alive()
+    finally:
+        actor.stop()
+    return broker
+
+
 def test_a_first_heartbeat_registers_the_worker(repository: StateRepository) -> None:
     heartbeat = beat(in_flight=3)
 
@@ -114,17 +131,9 @@ def test_a_stopped_worker_is_not_alive_even_when_recent(repository: StateReposit
 def test_the_registry_actor_records_a_heartbeat_then_acks_it(
     repository: StateRepository,
 ) -> None:
-    broker = InMemoryBroker()
-    broker.ensure_queue(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE)
     now = datetime.now(UTC)
     message = WorkerHeartbeatMessage("w:9", "box", 9, ["ns"], 0, 2, now, now, "running", 1.0)
-    broker.send(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, encode(message))
-    (delivery,) = broker.receive(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, visibility_timeout=30)
-    actor = WorkerRegistry.start(broker, repository.database, repository)
-    try:
-        actor.ask(WorkerHeartbeatReceived(delivery, message), timeout=10)
-    finally:
-        actor.stop()
+    broker = registry_receives(repository, message)
 
     (worker,) = repository.list_workers()
     assert (worker.worker_id, worker.pid, worker.namespaces) == ("w:9", 9, ["ns"])
@@ -136,19 +145,10 @@ def test_the_registry_actor_records_a_heartbeat_then_acks_it(
 def test_the_registry_actor_gives_back_a_heartbeat_it_cannot_record(
     repository: StateRepository,
 ) -> None:
-    broker = InMemoryBroker()
-    broker.ensure_queue(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE)
     now = datetime.now(UTC)
     bad = WorkerHeartbeatMessage("w:bad", "box", 1, [], 0, 1, now, now)
     bad = msgspec.structs.replace(bad, status="exploded")
-    broker.send(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, encode(bad))
-    (delivery,) = broker.receive(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, visibility_timeout=30)
-    actor = WorkerRegistry.start(broker, repository.database, repository)
-    try:
-        actor.ask(WorkerHeartbeatReceived(delivery, bad), timeout=10)
-        assert actor.is_alive()
-    finally:
-        actor.stop()
+    broker = registry_receives(repository, bad)
 
     assert repository.list_workers() == []
     time.sleep(1.1)  # handed back with a short delay, not lost
@@ -161,16 +161,8 @@ def test_the_registry_forgets_workers_silent_for_the_retention_period(
     record(repository, beat("gone", age=3 * 3600, status="stopped"))
     record(repository, beat("vanished", age=2 * 3600))  # never said it stopped
     record(repository, beat("recent", age=60, status="stopped"))
-    broker = InMemoryBroker()
-    broker.ensure_queue(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE)
     now = datetime.now(UTC)
     message = WorkerHeartbeatMessage("live", "box", 9, ["ns"], 0, 2, now, now, "running", 1.0)
-    broker.send(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, encode(message))
-    (delivery,) = broker.receive(ORCHESTRATION_WORKER_HEARTBEATS_QUEUE, visibility_timeout=30)
-    actor = WorkerRegistry.start(broker, repository.database, repository, retention_seconds=3600.0)
-    try:
-        actor.ask(WorkerHeartbeatReceived(delivery, message), timeout=10)
-    finally:
-        actor.stop()
+    registry_receives(repository, message, retention_seconds=3600.0)
 
     assert {worker.worker_id for worker in repository.list_workers()} == {"recent", "live"}
