@@ -115,14 +115,16 @@ class ResultProcessor(GuardedActor):
             step_uuid=result.step_uuid,
             correlation_id=result.correlation_id,
         ):
-            outcome = None if _yielded(result) is not None else self._apply_plain(unit, result)
+            outcome = self._apply(unit, result)  # a plain step's result: one call
             if outcome is None:
                 # Dynamic steps (issue 10): a decision or batch outcome is checked before
                 # the result is applied and carried out after it, in this one transaction.
                 kind = self.dynamic.inspect(
                     unit, result.step_uuid, success=result.status == "success", result=result.result
                 )
-                outcome = self.dynamic.follow_up(unit, kind, self._apply(unit, result, kind))
+                applied = self._apply(unit, result, kind)
+                assert applied is not None  # with its kind known, a result always applies
+                outcome = self.dynamic.follow_up(unit, kind, applied)
             return outcome, inject()
 
     def _finalize(self, unit: UnitOfWork, task: UUID, trace: dict[str, str]) -> FinalizeOutcome:
@@ -148,25 +150,19 @@ class ResultProcessor(GuardedActor):
         elif outcome.next_retry_at is not None:
             self.discovery.tell(RetryDue(outcome.next_retry_at))
 
-    def _apply_plain(self, unit: UnitOfWork, result: StepResultMessage) -> ResultOutcome | None:
-        """Apply the result in one call if its step is plain; None if it needs `inspect`."""
-        return self.repository.apply_plain_step_result(
-            unit,
-            step_uuid=result.step_uuid,
-            fence=result.fence or result.attempt,
-            success=result.status == "success",
-            result=result.result,
-            error=_error(result),
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-            worker_id=result.worker_id,
-        )
+    def _apply(
+        self, unit: UnitOfWork, result: StepResultMessage, kind: StepKind | None = None
+    ) -> ResultOutcome | None:
+        """Apply the attempt's outcome: a checkpoint yield, a bad outcome, or as reported.
 
-    def _apply(self, unit: UnitOfWork, result: StepResultMessage, kind: StepKind) -> ResultOutcome:
-        """Apply the attempt's outcome: a checkpoint yield, a bad outcome, or as reported."""
+        Without its step's `kind`, only a plain step's result is applied: None means the
+        step needs a closer look first (a checkpoint, decision, batch or batch worker).
+        """
         fence = result.fence or result.attempt
         yielded = _yielded(result)
         if yielded is not None:
+            if kind is None:
+                return None
             return self.dynamic.checkpoint(
                 unit,
                 step_uuid=result.step_uuid,
@@ -176,14 +172,19 @@ class ResultProcessor(GuardedActor):
                 finished_at=result.finished_at,
                 worker_id=result.worker_id,
             )
-        success = result.status == "success" and kind.problem is None
-        return self.repository.apply_step_result(
+        problem = kind.failure() if kind is not None and kind.problem is not None else None
+        apply = (
+            self.repository.apply_plain_step_result
+            if kind is None
+            else self.repository.apply_step_result
+        )
+        return apply(
             unit,
             step_uuid=result.step_uuid,
             fence=fence,
-            success=success,
+            success=result.status == "success" and problem is None,
             result=result.result,
-            error=kind.failure() if kind.problem is not None else _error(result),
+            error=problem or _error(result),
             started_at=result.started_at,
             finished_at=result.finished_at,
             worker_id=result.worker_id,
