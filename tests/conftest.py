@@ -85,20 +85,26 @@ def _rabbitmqctl(*args: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def make_vhost(rabbitmq_url: str) -> Iterator[Callable[[], str]]:
-    """Factory of fresh RabbitMQ virtual hosts; returns an AMQP URL for each."""
-    created: list[str] = []
+def make_vhost(rabbitmq_url: str) -> Callable[[pytest.FixtureRequest], str]:
+    """Factory of fresh RabbitMQ virtual hosts; returns an AMQP URL for each.
 
-    def make() -> str:
+    A vhost is deleted, queues and all, when `owner` (the test or fixture that asked for it)
+    ends: quorum queues hold file handles, and a session's worth of them left open until
+    the end exhausted a small node's limit (927), after which every handshake timed out.
+    """
+
+    def make(owner: pytest.FixtureRequest) -> str:
         name = f"tasker_t_{uuid.uuid4().hex[:12]}"
         try:
             _rabbitmqctl("add_vhost", name)
+            owner.addfinalizer(lambda: _delete_vhost(name))
             _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         except (OSError, subprocess.SubprocessError) as exc:
             service_unavailable("rabbitmqctl (to create a test vhost)", exc)
-        created.append(name)
         return f"{rabbitmq_url.rsplit('/', 1)[0]}/{quote(name, safe='')}"
 
-    yield make
-    for name in created:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)
+    return make
+
+
+def _delete_vhost(name: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)

@@ -41,7 +41,7 @@ def cluster_config(
         **settings,
     }
     if broker == "rabbitmq":
-        overrides["rabbitmq_url"] = request.getfixturevalue("make_vhost")()
+        overrides["rabbitmq_url"] = request.getfixturevalue("make_vhost")(request)
     config = load_config(overrides=overrides, environ={})
     prepare_database(config)
     register_templates(config, load_template_directory(TEMPLATE_DIRECTORY))

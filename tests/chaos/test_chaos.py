@@ -124,7 +124,7 @@ def test_postgres_restarted_mid_run(
 ) -> None:
     overrides: dict[str, object] = {"database_url": own_postgres.url, "broker": broker, **SETTINGS}
     if broker == "rabbitmq":
-        overrides["rabbitmq_url"] = request.getfixturevalue("make_vhost")()
+        overrides["rabbitmq_url"] = request.getfixturevalue("make_vhost")(request)
     config = load_config(overrides=overrides, environ={})
     run = chaos_run(config, "postgres_restart", orchestrators=1, workers=2)
 

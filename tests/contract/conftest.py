@@ -40,10 +40,12 @@ def pgmq_database_url(make_database: Callable[[], str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_vhost_url(make_vhost: Callable[[], str]) -> str:
+def rabbitmq_vhost_url(
+    make_vhost: Callable[[pytest.FixtureRequest], str], request: pytest.FixtureRequest
+) -> str:
     """One fresh virtual host for the session's RabbitMQ tests, deleted with its queues at
     the end: contract tests leave queues behind, and a server's file handles are finite."""
-    return make_vhost()
+    return make_vhost(request)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -106,7 +106,7 @@ def harness(request: pytest.FixtureRequest, make_database: Callable[[], str]) ->
         "api_enabled": False,
     }
     if request.param == "rabbitmq":
-        settings["rabbitmq_url"] = request.getfixturevalue("make_vhost")()
+        settings["rabbitmq_url"] = request.getfixturevalue("make_vhost")(request)
     config = load_config(overrides=settings, environ={})
     prepare_database(config)
     register_templates(config, load_template_directory(TEMPLATE_DIRECTORY))

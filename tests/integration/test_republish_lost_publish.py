@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 def test_a_claimed_step_whose_publish_was_lost_is_republished_once(
     make_database: Callable[[], str], request: pytest.FixtureRequest
 ) -> None:
-    vhost_url = request.getfixturevalue("make_vhost")()
+    vhost_url = request.getfixturevalue("make_vhost")(request)
     config = load_config(
         overrides={
             "database_url": make_database(),
