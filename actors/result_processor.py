@@ -25,6 +25,7 @@ from tasker.actors.messages import (
     StepsPublished,
 )
 from tasker.actors.poison import Quarantine
+from tasker.actors.result_hop import OneCallHop
 from tasker.actors.step_dispatch import StepDispatcher
 from tasker.actors.task_finalizer import announce
 from tasker.messaging.broker import Broker
@@ -61,6 +62,7 @@ class ResultProcessor(GuardedActor):
         self.enqueuer = enqueuer
         self.dynamic = DynamicSteps(repository)  # decisions, batches, checkpoints (issue 10)
         self.dispatcher = StepDispatcher(broker, repository, self._published)
+        self.one_call = OneCallHop(broker, repository, self._after_commit)
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {StepResultReceived: self.process, StepResultsReceived: self.process_batch}
@@ -85,8 +87,18 @@ class ResultProcessor(GuardedActor):
 
     def _process_together(self, items: Sequence[StepResultReceived]) -> None:
         """Apply each result, dispatch the steps they made ready and finish what they finished,
-        acking the results: all in one transaction, so one commit covers the whole hop."""
+        acking the results: all in one transaction, so one commit covers the whole hop.
+        Plain steps' results on PGMQ take one statement (`OneCallHop`)."""
         ordered = sorted(items, key=lambda item: item.result.task_uuid.bytes)  # lock order
+        if self.broker.transactional:
+            plain: list[StepResultReceived] = []
+            yields: list[StepResultReceived] = []
+            for item in ordered:
+                (plain if _yielded(item.result) is None else yields).append(item)
+            left = self.one_call.process(plain)
+            ordered = sorted([*left, *yields], key=lambda item: item.result.task_uuid.bytes)
+            if not ordered:
+                return
         deliveries = [item.delivery for item in ordered]
         started = time.perf_counter()
         with self.database.transaction() as unit:

@@ -179,6 +179,12 @@ class Broker(abc.ABC):
         self.send_batch(queue, bodies, within=within)
         self.ack_many(deliveries, within=within)
 
+    def database_message_ids(self, deliveries: Sequence[Delivery]) -> tuple[str, list[int]] | None:
+        """`deliveries` as rows of the state database: their one queue and message ids, for
+        SQL that acks them itself (PGMQ's queues are tables there). None for a backend whose
+        queues live elsewhere, or deliveries from more than one queue."""
+        return None
+
     @abc.abstractmethod
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         """Give the message back to the queue, visible again after `delay` seconds."""

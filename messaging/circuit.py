@@ -120,6 +120,9 @@ class GuardedBroker(Broker):
         subscription: Subscription = self._call(self.inner.subscribe, channel)
         return subscription
 
+    def database_message_ids(self, deliveries: Sequence[Delivery]) -> tuple[str, list[int]] | None:
+        return self.inner.database_message_ids(deliveries)
+
     def wake(self) -> None:
         self.inner.wake()
 

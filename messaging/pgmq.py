@@ -238,6 +238,10 @@ class PgmqBroker(Broker):
             for source, message_ids in by_source.items():
                 connection.execute(_DELETE_MANY, (source, message_ids))
 
+    def database_message_ids(self, deliveries: Sequence[Delivery]) -> tuple[str, list[int]] | None:
+        by_queue = _ids_by_queue(deliveries)
+        return next(iter(by_queue.items())) if len(by_queue) == 1 else None
+
     def nack(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         self._set_visibility(delivery, delay)
 

@@ -86,6 +86,15 @@ class Database:
                 yield unit
         unit.run_after_commit()
 
+    def statement(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement in a transaction of its own (one round trip: no BEGIN and
+        COMMIT of their own) and return its rows."""
+        with self._guard(), self._pool.connection() as connection:
+            cursor = connection.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+
     def ping(self) -> None:
         """One trivial round trip through the circuit breaker: raises if the database is down."""
         with self._guard(), self._pool.connection() as connection:

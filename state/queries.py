@@ -40,6 +40,14 @@ SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, 
 
 FINALIZE_TASK = "SELECT finalized, status FROM tasker.finalize_task(%s, %s)"
 
+APPLY_RESULTS_AND_DISPATCH = """
+SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, finalize,
+       sent, namespace, finalized, final_status
+  FROM tasker.apply_results_and_dispatch(%s, %s, %s::uuid[], %s::integer[], %s::boolean[],
+       %s::jsonb[], %s::jsonb[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s,
+       %s::double precision[], %s::jsonb[], %s::uuid[])
+"""
+
 TRANSITION_TASK = "SELECT applied, actual_state FROM tasker.transition_task(%s, %s, %s, %s)"
 
 TRANSITION_STEP = "SELECT applied, actual_state FROM tasker.transition_step(%s, %s, %s, %s)"

@@ -68,6 +68,32 @@ class FinalizeOutcome(msgspec.Struct, frozen=True):
     status: str | None
 
 
+class ResultInput(msgspec.Struct, frozen=True):
+    """One worker result for `apply_results_and_dispatch`: the attempt's outcome, the
+    PGMQ message that carried it, and the trace its consequences continue."""
+
+    message_id: int
+    step_uuid: UUID
+    fence: int
+    success: bool
+    result: Any
+    error: dict[str, Any] | None
+    started_at: datetime
+    finished_at: datetime
+    worker_id: str
+    trace_context: dict[str, str]
+
+
+class HopOutcome(msgspec.Struct, frozen=True):
+    """What applying one result did, with the messages it sent and, when it finished its
+    task, the finalization. `outcome.outcome` is `dynamic` when nothing was done."""
+
+    outcome: ResultOutcome
+    sent: int
+    namespace: str | None
+    finalization: FinalizeOutcome | None
+
+
 class StepView(msgspec.Struct, frozen=True):
     """A step as operators and clients see it (Tasker's field names)."""
 

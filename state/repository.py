@@ -31,6 +31,8 @@ from tasker.state.records import (
     ClaimedStep,
     Dispatch,
     FinalizeOutcome,
+    HopOutcome,
+    ResultInput,
     ResultOutcome,
     StepView,
     TaskCreation,
@@ -262,6 +264,34 @@ class StateRepository:
         row = unit.execute_sql(query, params)[0]
         return ResultOutcome(row[0], row[1], row[2], row[3], tuple(row[4]), row[5], row[6])
 
+    def apply_results_and_dispatch(
+        self, source_queue: str, results: Sequence[ResultInput]
+    ) -> list[HopOutcome]:
+        """On PGMQ, the whole hop of plain steps' results in one statement (migration 0012):
+        apply them in the order given (sort by task: lock order), claim and send the steps
+        they made ready, delete their messages from `source_queue`, finish the tasks they
+        finished. A result whose step is not plain comes back `dynamic`, untouched."""
+        params = (
+            source_queue,
+            [r.message_id for r in results],
+            [r.step_uuid for r in results],
+            [r.fence for r in results],
+            [r.success for r in results],
+            [Jsonb(r.result) for r in results],
+            [Jsonb(r.error) if r.error is not None else None for r in results],
+            [r.started_at for r in results],
+            [r.finished_at for r in results],
+            [r.worker_id for r in results],
+            self.retry_defaults.jitter,
+            [_JITTER.random() for _ in results],
+            [Jsonb(r.trace_context) for r in results],
+            [new_id() for _ in results],
+        )
+        return [
+            _hop_outcome(row)
+            for row in self.database.statement(queries.APPLY_RESULTS_AND_DISPATCH, params)
+        ]
+
     def finalize_task(self, unit: UnitOfWork, task_uuid: UUID) -> FinalizeOutcome:
         """Complete a task whose steps are all done, or fail one blocked by failures."""
         row = unit.execute_sql(queries.FINALIZE_TASK, (task_uuid, new_id()))[0]
@@ -408,3 +438,9 @@ class StateRepository:
         with self.database.transaction() as unit:
             rows = unit.execute_sql(queries.TASK_TRANSITIONS, (task_uuid,))
         return [TransitionRecord(*row) for row in rows]
+
+
+def _hop_outcome(row: tuple[Any, ...]) -> HopOutcome:
+    outcome = ResultOutcome(row[0], row[1], row[2], row[3], tuple(row[4]), row[5], row[6])
+    finished = None if row[9] is None else FinalizeOutcome(row[1], row[9], row[10])
+    return HopOutcome(outcome, row[7], row[8], finished)

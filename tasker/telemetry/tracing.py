@@ -98,9 +98,34 @@ def span(
     """A span continuing the trace in `carrier` (or the current one), linked to the traces
     in `links`; ids as attributes."""
     parent = _propagator.extract(carrier) if carrier else None
-    attrs = {f"tasker.{key}": str(value) for key, value in attributes.items() if value is not None}
     related = [Link(found) for found in map(_span_context, links) if found is not None]
     with _tracer.start_as_current_span(
-        name, context=parent, kind=kind, attributes=attrs, links=related
+        name, context=parent, kind=kind, attributes=_attributes(attributes), links=related
     ) as s:
         yield s
+
+
+def start_span(
+    name: str,
+    carrier: Mapping[str, str] | None,
+    *,
+    start_time: int | None = None,
+    **attributes: Any,
+) -> Span:
+    """A span continuing the trace in `carrier` that is not made current: for one piece of
+    work done for several traces at once. The caller ends it (`span.end()`)."""
+    parent = _propagator.extract(carrier) if carrier else None
+    return _tracer.start_span(
+        name, context=parent, attributes=_attributes(attributes), start_time=start_time
+    )
+
+
+def carrier_of(span: Span) -> dict[str, str]:
+    """The trace context that continues `span`, as a carrier."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
+
+
+def _attributes(ids: Mapping[str, Any]) -> dict[str, str]:
+    return {f"tasker.{key}": str(value) for key, value in ids.items() if value is not None}

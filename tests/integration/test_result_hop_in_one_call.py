@@ -1,0 +1,271 @@
+"""The result hop in one call (PGMQ, migration 0012) does what the general path does.
+
+The step messages it builds in SQL must be the messages the orchestrator builds in Python
+(the worker decodes both), it must ack the results and finish the tasks it finishes, and it
+must leave a dynamic step's result, message and all, to the general path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+
+from tasker.actors.step_dispatch import StepDispatcher
+from tasker.messaging.broker import Delivery
+from tasker.messaging.messages import (
+    ORCHESTRATION_RESULTS_QUEUE,
+    StepMessage,
+    StepResultMessage,
+    decode,
+    encode,
+    worker_queue,
+)
+from tasker.messaging.pgmq import PgmqBroker
+from tasker.state.db import Database
+from tasker.state.migrate import migrate
+from tasker.state.records import HopOutcome, ResultInput
+from tasker.state.repository import RegisteredTemplate, StateRepository, TaskSpec
+from tasker.state.templates import HandlerDefinition, StepDefinition, TaskTemplate
+
+pytestmark = pytest.mark.postgres
+
+NAMESPACE = "hop_tests"
+EVENTS = ("b.done", {"name": "b.failed", "condition": "failure"})
+LIVE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+def _template() -> TaskTemplate:
+    def step(name: str, *parents: str, **extra: Any) -> StepDefinition:
+        handler = HandlerDefinition(callable=f"hop.{name}", initialization={"rate": 2})
+        return StepDefinition(name=name, handler=handler, dependencies=parents, **extra)
+
+    return TaskTemplate(
+        name="hop",
+        namespace_name=NAMESPACE,
+        version="1.0.0",
+        steps=(
+            step("a"),
+            step("b", "a", publishes_events=EVENTS, timeout_seconds=12.5),
+            step("c", "b"),
+            step("pick", "c", type="decision"),
+        ),
+    )
+
+
+@dataclass
+class Env:
+    broker: PgmqBroker
+    repository: StateRepository
+    dispatcher: StepDispatcher
+    template: RegisteredTemplate
+
+    def start(self, **context: Any) -> StepMessage:
+        """A new task, its root step claimed and sent the general way; that step's message."""
+        with self.repository.database.transaction() as unit:
+            spec = TaskSpec(task_uuid=uuid.uuid4(), context=context, correlation_id="corr-1")
+            creation = self.repository.create_task(unit, self.template, spec)
+            self.dispatcher.dispatch(unit, creation.ready_steps)
+        return self.next_step()
+
+    def next_step(self) -> StepMessage:
+        (delivery,) = self.broker.receive(worker_queue(NAMESPACE), visibility_timeout=30)
+        self.broker.ack(delivery)
+        message = decode(delivery.body)
+        assert isinstance(message, StepMessage)
+        return message
+
+    def report(self, step: StepMessage, result: Any, *, success: bool = True) -> Delivery:
+        """The worker's result for `step`, sent and received back from the results queue."""
+        now = datetime.now(UTC)
+        body = StepResultMessage(
+            task_uuid=step.task_uuid,
+            step_uuid=step.step_uuid,
+            attempt=step.attempt,
+            status="success" if success else "failure",
+            started_at=now,
+            finished_at=now,
+            worker_id="hop-test",
+            result=result,
+            fence=step.fence,
+        )
+        self.broker.send(ORCHESTRATION_RESULTS_QUEUE, encode(body))
+        (delivery,) = self.broker.receive(ORCHESTRATION_RESULTS_QUEUE, visibility_timeout=30)
+        return delivery
+
+    def in_one_call(self, delivery: Delivery) -> HopOutcome:
+        result = decode(delivery.body)
+        assert isinstance(result, StepResultMessage)
+        found = self.broker.database_message_ids([delivery])
+        assert found is not None
+        queue, (message_id,) = found
+        entry = ResultInput(
+            message_id=message_id,
+            step_uuid=result.step_uuid,
+            fence=result.fence,
+            success=result.status == "success",
+            result=result.result,
+            error=None,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            worker_id=result.worker_id,
+            trace_context=LIVE,
+        )
+        (outcome,) = self.repository.apply_results_and_dispatch(queue, [entry])
+        return outcome
+
+    def the_general_way(self, delivery: Delivery) -> None:
+        result = decode(delivery.body)
+        assert isinstance(result, StepResultMessage)
+        with self.repository.database.transaction() as unit:
+            outcome = self.repository.apply_plain_step_result(
+                unit,
+                step_uuid=result.step_uuid,
+                fence=result.fence,
+                success=True,
+                result=result.result,
+                error=None,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                worker_id=result.worker_id,
+            )
+            assert outcome is not None
+            self.dispatcher.dispatch(unit, outcome.ready_steps, live=LIVE, acking=[delivery])
+
+    def queued(self, queue: str) -> int:
+        stats = self.broker.queue_stats(queue)
+        return stats.ready + stats.in_flight
+
+    def task_status(self, task_uuid: UUID) -> str:
+        return self.repository.get_task(task_uuid).status
+
+
+@pytest.fixture
+def env(make_database: Callable[[], str]) -> Iterator[Env]:
+    url = make_database()
+    migrate(url)
+    broker = PgmqBroker(url, poll_interval=0.1)
+    for queue in (worker_queue(NAMESPACE), ORCHESTRATION_RESULTS_QUEUE):
+        broker.ensure_queue(queue)
+    database = Database(url)
+    repository = StateRepository(database)
+    template = _template()
+    registered = RegisteredTemplate(repository.register_template(template), template)
+    yield Env(broker, repository, StepDispatcher(broker, repository), registered)
+    broker.close()
+    database.close()
+
+
+def _comparable(message: StepMessage) -> StepMessage:
+    """The message without what differs between two tasks and two spans."""
+    return msgspec.structs.replace(
+        message, task_uuid=UUID(int=0), step_uuid=UUID(int=0), trace_context={}
+    )
+
+
+def _trace_id(carrier: dict[str, str]) -> str:
+    return carrier["traceparent"].split("-")[1]
+
+
+def test_the_messages_it_builds_are_the_ones_the_general_path_builds(env: Env) -> None:
+    general = env.start(order=7)
+    env.the_general_way(env.report(general, {"paid": 12}))
+    built_in_python = env.next_step()
+
+    one_call = env.start(order=7)
+    hop = env.in_one_call(env.report(one_call, {"paid": 12}))
+    built_in_sql = env.next_step()
+
+    assert (hop.outcome.outcome, hop.sent, hop.namespace) == ("applied", 1, NAMESPACE)
+    assert built_in_sql.step_name == "b" and built_in_sql.dependency_results == {"a": {"paid": 12}}
+    assert list(built_in_sql.publishes_events) == [*EVENTS]
+    assert built_in_sql.handler.initialization == {"rate": 2}
+    assert _comparable(built_in_sql) == _comparable(built_in_python)
+    assert _trace_id(built_in_sql.trace_context) == _trace_id(LIVE)
+
+
+def test_it_acks_the_results_and_finishes_the_task_it_finished(env: Env) -> None:
+    step = env.start()
+    outcomes = []
+    while step.step_name != "pick":
+        outcomes.append(env.in_one_call(env.report(step, {"step": step.step_name})))
+        step = env.next_step()
+
+    assert [o.sent for o in outcomes] == [1, 1, 1]
+    assert all(o.finalization is None for o in outcomes)
+    assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 0
+    assert env.queued(worker_queue(NAMESPACE)) == 0
+
+    last = env.report(step, {"chosen": []})
+    # A decision's outcome needs the template checked first: left to the general path,
+    # its message unacked and nothing changed.
+    left = env.in_one_call(last)
+    assert left.outcome.outcome == "dynamic" and left.sent == 0
+    assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 1
+    assert env.task_status(step.task_uuid) == "steps_in_process"
+
+
+def test_a_failed_step_without_retries_fails_the_task_in_the_same_call(env: Env) -> None:
+    step = env.start()
+    with env.repository.database.transaction() as unit:
+        unit.execute_sql(
+            "UPDATE tasker.workflow_steps SET retryable = false WHERE step_uuid = %s",
+            (step.step_uuid,),
+        )
+    hop = env.in_one_call(env.report(step, None, success=False))
+
+    assert hop.sent == 0
+    assert hop.finalization is not None and hop.finalization.status == "error"
+    assert env.task_status(step.task_uuid) == "error"
+    assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 0
+
+
+def test_a_redelivered_result_changes_nothing_and_is_acked(env: Env) -> None:
+    step = env.start()
+    first = env.in_one_call(env.report(step, {"n": 1}))
+    again = env.in_one_call(env.report(step, {"n": 1}))
+
+    assert first.outcome.outcome == "applied"
+    assert (again.outcome.outcome, again.sent, again.finalization) == ("duplicate", 0, None)
+    assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 0
+    assert env.queued(worker_queue(NAMESPACE)) == 1  # b, sent once
+
+
+def test_an_unknown_worker_queue_fails_the_call_and_changes_nothing(env: Env) -> None:
+    step = env.start()
+    delivery = env.report(step, {"n": 1})
+    with env.repository.database.transaction() as unit:
+        unit.execute_sql("SELECT pgmq.drop_queue(%s)", (worker_queue(NAMESPACE),))
+
+    with pytest.raises(Exception, match="worker_hop_tests_queue"):
+        env.in_one_call(delivery)
+    assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 1
+    assert env.task_status(step.task_uuid) == "steps_in_process"
+
+
+def test_results_of_several_tasks_share_one_call(env: Env) -> None:
+    firsts = [env.start(n=n) for n in range(3)]
+    deliveries = [env.report(step, {"n": 1}) for step in firsts]
+    found = env.broker.database_message_ids(deliveries)
+    assert found is not None
+    queue, message_ids = found
+    now = datetime.now(UTC)
+    entries = [
+        ResultInput(message_id, step.step_uuid, step.fence, True, {"n": 1}, None, now, now,
+                    "hop-test", {})
+        for message_id, step in zip(message_ids, firsts, strict=True)
+    ]  # fmt: skip
+    ordered = sorted(entries, key=lambda e: next(s.task_uuid.bytes for s in firsts
+                                                if s.step_uuid == e.step_uuid))  # fmt: skip
+
+    outcomes = env.repository.apply_results_and_dispatch(queue, ordered)
+
+    assert [o.sent for o in outcomes] == [1, 1, 1]
+    assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 0
+    assert env.queued(worker_queue(NAMESPACE)) == 3
