@@ -65,6 +65,8 @@ class EnqueueSteps(ActorMessage, frozen=True):
     step_uuids: tuple[UUID, ...]
     # W3C trace context of the request this work belongs to (tasker.telemetry).
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+    # The one task the steps belong to, when the sender knows it.
+    task_uuid: UUID | None = None
 
 
 class StepsPublished(ActorMessage, frozen=True):

@@ -224,7 +224,7 @@ class Orchestrator:
 
         Called inside the operator action's span, which the follow-up work continues."""
         if outcome.ready_steps:
-            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps, inject()))
+            self.enqueuer.tell(EnqueueSteps(outcome.ready_steps, inject(), outcome.task_uuid))
         if outcome.finalize:
             self.finalizer.tell(FinalizeTask(outcome.task_uuid, inject()))
 

@@ -121,7 +121,9 @@ class TaskInitializer(GuardedActor):
         else:
             metrics.task_created(request.namespace, time.perf_counter() - started)
         if creation.created and creation.ready_steps:
-            self.enqueuer.tell(EnqueueSteps(creation.ready_steps, trace_context=inject()))
+            self.enqueuer.tell(
+                EnqueueSteps(creation.ready_steps, inject(), task_uuid=creation.task_uuid)
+            )
         return TaskAdmission(creation.task_uuid, creation.created, creation.status, task=view)
 
 

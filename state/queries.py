@@ -40,6 +40,8 @@ SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, 
 
 FINALIZE_TASK = "SELECT finalized, status FROM tasker.finalize_task(%s, %s)"
 
+CLAIM_AND_SEND = "SELECT namespace, sent FROM tasker.claim_and_send(%s::uuid[], %s::jsonb)"
+
 APPLY_RESULTS_AND_DISPATCH = """
 SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, finalize,
        sent, namespace, finalized, final_status

@@ -264,6 +264,14 @@ class StateRepository:
         row = unit.execute_sql(query, params)[0]
         return ResultOutcome(row[0], row[1], row[2], row[3], tuple(row[4]), row[5], row[6])
 
+    def claim_and_send(
+        self, step_uuids: Sequence[UUID], trace_context: Mapping[str, str]
+    ) -> list[tuple[str, int]]:
+        """On PGMQ, claim the steps still ready and send their messages in one statement
+        (migration 0012); how many were sent to each namespace."""
+        params = (list(step_uuids), Jsonb(dict(trace_context)))
+        return [(row[0], row[1]) for row in self.database.statement(queries.CLAIM_AND_SEND, params)]
+
     def apply_results_and_dispatch(
         self, source_queue: str, results: Sequence[ResultInput]
     ) -> list[HopOutcome]:

@@ -66,12 +66,17 @@ class Env:
     dispatcher: StepDispatcher
     template: RegisteredTemplate
 
-    def start(self, **context: Any) -> StepMessage:
-        """A new task, its root step claimed and sent the general way; that step's message."""
+    def start(self, *, in_one_call: bool = False, **context: Any) -> StepMessage:
+        """A new task, its root step claimed and sent (the general way, or in one call as
+        the enqueuer does on PGMQ); that step's message."""
         with self.repository.database.transaction() as unit:
             spec = TaskSpec(task_uuid=uuid.uuid4(), context=context, correlation_id="corr-1")
             creation = self.repository.create_task(unit, self.template, spec)
-            self.dispatcher.dispatch(unit, creation.ready_steps)
+            if not in_one_call:
+                self.dispatcher.dispatch(unit, creation.ready_steps)
+        if in_one_call:
+            sent = self.repository.claim_and_send(creation.ready_steps, LIVE)
+            assert sent == [(NAMESPACE, 1)]
         return self.next_step()
 
     def next_step(self) -> StepMessage:
@@ -188,6 +193,15 @@ def test_the_messages_it_builds_are_the_ones_the_general_path_builds(env: Env) -
     assert built_in_sql.handler.initialization == {"rate": 2}
     assert _comparable(built_in_sql) == _comparable(built_in_python)
     assert _trace_id(built_in_sql.trace_context) == _trace_id(LIVE)
+
+
+def test_root_steps_sent_in_one_call_are_the_messages_of_the_general_path(env: Env) -> None:
+    general = env.start(order=3)
+    one_call = env.start(order=3, in_one_call=True)
+
+    assert _comparable(one_call) == _comparable(general)
+    assert _trace_id(one_call.trace_context) == _trace_id(LIVE)
+    assert env.repository.claim_and_send([one_call.step_uuid], LIVE) == []  # claimed once
 
 
 def test_it_acks_the_results_and_finishes_the_task_it_finished(env: Env) -> None:
