@@ -43,7 +43,7 @@ class OneCallHop:
         """Apply `items` (in lock order) in one call; return those left to the general path:
         all of them when the broker's queues are not database tables or the call failed."""
         found = self.broker.database_message_ids([item.delivery for item in items])
-        if not items or found is None:
+        if found is None:
             return list(items)
         queue, message_ids = found
         spans = [_result_span(item.result) for item in items]
