@@ -1,26 +1,30 @@
-"""The result hop in one statement, where the broker's queues are tables of the database.
+"""The result hop in one statement.
 
-On PGMQ, applying results, claiming the steps they made ready, sending those steps'
-messages, deleting the results and finishing the tasks they finished is one server call
-(migration 0012), where the general path makes five round trips and builds the messages in
-Python. Results the call leaves alone (decisions, batches, batch workers) and results of a
-call that failed take the general path.
+Applying results, claiming the steps they made ready, building those steps' messages and
+finishing the tasks they finished is one server call (migration 0012), where the general
+path makes five round trips and builds the messages in Python. On PGMQ, whose queues are
+tables of that database, the call also sends the messages and deletes the results; on
+another broker the messages are published and the results acked after it, as the general
+path does after its commit. Results the call leaves alone (decisions, batches, batch
+workers) and results of a call that failed take the general path.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 import msgspec
 from opentelemetry.trace import Span
 
 from tasker.actors.messages import StepResultReceived
+from tasker.actors.step_dispatch import StepDispatcher
 from tasker.actors.task_finalizer import announce
 from tasker.messaging.broker import Broker
-from tasker.messaging.messages import StepResultMessage
-from tasker.state.records import HopOutcome, ResultInput, ResultOutcome
+from tasker.messaging.messages import StepResultMessage, worker_queue
+from tasker.state.records import Dispatch, HopOutcome, ResultInput, ResultOutcome
 from tasker.state.repository import StateRepository
 from tasker.telemetry import metrics
 from tasker.telemetry.hooks import traced
@@ -34,18 +38,29 @@ AfterCommit = Callable[[StepResultMessage, ResultOutcome, float], None]
 class OneCallHop:
     """Carries out the hop of plain steps' results in one call (used by one thread)."""
 
-    def __init__(self, broker: Broker, repository: StateRepository, after: AfterCommit) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        repository: StateRepository,
+        dispatcher: StepDispatcher,
+        after: AfterCommit,
+    ) -> None:
         self.broker = broker
         self.repository = repository
+        self.dispatcher = dispatcher  # publishes (and records confirms) off PGMQ
         self.after = after
 
     def process(self, items: Sequence[StepResultReceived]) -> list[StepResultReceived]:
         """Apply `items` (in lock order) in one call; return those left to the general path:
-        all of them when the broker's queues are not database tables or the call failed."""
-        found = self.broker.database_message_ids([item.delivery for item in items])
-        if found is None:
+        all of them when the call failed."""
+        deliveries = [item.delivery for item in items]
+        found = self.broker.database_message_ids(deliveries)
+        if self.broker.transactional and found is None:
             return list(items)
-        queue, message_ids = found
+        queue: str | None = None
+        message_ids: list[int | None] = [None] * len(items)
+        if found is not None:
+            queue, message_ids = found[0], list(found[1])
         spans = [_result_span(item.result) for item in items]
         # The steps a result makes ready are enqueued in a span of their own, as on the
         # general path: result -> enqueue -> the worker's execution.
@@ -66,6 +81,8 @@ class OneCallHop:
             log.warning("results hop in one call failed (%s); taking the general path", exc)
             return list(items)
         elapsed = time.perf_counter() - started
+        if queue is None:
+            self._publish_and_ack(items, outcomes)
         left = []
         for item, span, enqueue, hop in zip(items, spans, enqueues, outcomes, strict=True):
             enqueue.set_attribute("tasker.steps", hop.sent)
@@ -76,6 +93,27 @@ class OneCallHop:
                 self._followed(item.result, hop, elapsed, carrier_of(span), started_ns)
             span.end()
         return left
+
+    def _publish_and_ack(
+        self, items: Sequence[StepResultReceived], outcomes: list[HopOutcome]
+    ) -> None:
+        """Off PGMQ, after the call committed: publish the claimed steps' messages (a lost
+        publish is resent by the sweep), then ack the results the call applied."""
+        bodies: dict[str, list[bytes]] = defaultdict(list)
+        dispatches: list[Dispatch] = []
+        for hop in outcomes:
+            if hop.messages and hop.namespace is not None:
+                bodies[worker_queue(hop.namespace)] += [m.encode() for m in hop.messages]
+                dispatches += hop.dispatches
+        if bodies:
+            self.dispatcher.publish(bodies, dispatches)
+        done = [
+            item.delivery
+            for item, hop in zip(items, outcomes, strict=True)
+            if hop.outcome.outcome != "dynamic"
+        ]
+        if done:
+            self.broker.ack_many(done)
 
     def _followed(
         self,
@@ -108,7 +146,7 @@ def _result_span(result: StepResultMessage) -> Span:
     )
 
 
-def _input(result: StepResultMessage, message_id: int, trace: dict[str, str]) -> ResultInput:
+def _input(result: StepResultMessage, message_id: int | None, trace: dict[str, str]) -> ResultInput:
     return ResultInput(
         message_id=message_id,
         step_uuid=result.step_uuid,

@@ -62,7 +62,7 @@ class ResultProcessor(GuardedActor):
         self.enqueuer = enqueuer
         self.dynamic = DynamicSteps(repository)  # decisions, batches, checkpoints (issue 10)
         self.dispatcher = StepDispatcher(broker, repository, self._published)
-        self.one_call = OneCallHop(broker, repository, self._after_commit)
+        self.one_call = OneCallHop(broker, repository, self.dispatcher, self._after_commit)
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {StepResultReceived: self.process, StepResultsReceived: self.process_batch}
@@ -88,17 +88,16 @@ class ResultProcessor(GuardedActor):
     def _process_together(self, items: Sequence[StepResultReceived]) -> None:
         """Apply each result, dispatch the steps they made ready and finish what they finished,
         acking the results: all in one transaction, so one commit covers the whole hop.
-        Plain steps' results on PGMQ take one statement (`OneCallHop`)."""
+        Plain steps' results take one statement (`OneCallHop`)."""
         ordered = sorted(items, key=lambda item: item.result.task_uuid.bytes)  # lock order
-        if self.broker.transactional:
-            plain: list[StepResultReceived] = []
-            yields: list[StepResultReceived] = []
-            for item in ordered:
-                (plain if _yielded(item.result) is None else yields).append(item)
-            left = self.one_call.process(plain)
-            ordered = sorted([*left, *yields], key=lambda item: item.result.task_uuid.bytes)
-            if not ordered:
-                return
+        plain: list[StepResultReceived] = []
+        yields: list[StepResultReceived] = []
+        for item in ordered:
+            (plain if _yielded(item.result) is None else yields).append(item)
+        left = self.one_call.process(plain)
+        ordered = sorted([*left, *yields], key=lambda item: item.result.task_uuid.bytes)
+        if not ordered:
+            return
         deliveries = [item.delivery for item in ordered]
         started = time.perf_counter()
         with self.database.transaction() as unit:

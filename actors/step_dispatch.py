@@ -128,7 +128,8 @@ class StepDispatcher:
         if transactional:
             self.send(bodies, within=unit, acking=acking)
         else:
-            unit.after_commit(lambda: self._publish(bodies, dispatched))
+            dispatches = [entry.step.dispatch for entry in dispatched]
+            unit.after_commit(lambda: self.publish(bodies, dispatches))
             self._ack(acking, unit)
         claimed = [entry.step for entry in dispatched]
         steps_enqueued(claimed)  # telemetry hook
@@ -161,15 +162,18 @@ class StepDispatcher:
         if deliveries:
             self.broker.ack_many(deliveries, within=within)
 
-    def _publish(self, bodies: dict[str, list[bytes]], steps: list[DispatchStep]) -> None:
-        """After commit, on a broker without transactions: publish, then record the confirm."""
+    def publish(self, bodies: Mapping[str, list[bytes]], dispatches: list[Dispatch]) -> None:
+        """After the claim's commit, on a broker without transactions: publish, then record
+        the publish confirms of `dispatches`."""
         try:
-            self.send(bodies, within=None)
+            self.send(dict(bodies), within=None)
         except Exception as exc:
             # The claim committed: the sweeper re-publishes steps with no publish confirm.
-            log.warning("publish of %d step(s) failed (%s); the sweep resends", len(steps), exc)
+            log.warning(
+                "publish of %d step(s) failed (%s); the sweep resends", len(dispatches), exc
+            )
             return
-        self.confirmed([entry.step.dispatch for entry in steps])
+        self.confirmed(dispatches)
 
     def _by_queue(
         self, steps: list[DispatchStep], live: Callable[[UUID], Trace]

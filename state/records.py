@@ -70,9 +70,10 @@ class FinalizeOutcome(msgspec.Struct, frozen=True):
 
 class ResultInput(msgspec.Struct, frozen=True):
     """One worker result for `apply_results_and_dispatch`: the attempt's outcome, the
-    PGMQ message that carried it, and the trace its consequences continue."""
+    PGMQ message that carried it (None on another broker), and the trace its
+    consequences continue."""
 
-    message_id: int
+    message_id: int | None
     step_uuid: UUID
     fence: int
     success: bool
@@ -85,13 +86,17 @@ class ResultInput(msgspec.Struct, frozen=True):
 
 
 class HopOutcome(msgspec.Struct, frozen=True):
-    """What applying one result did, with the messages it sent and, when it finished its
-    task, the finalization. `outcome.outcome` is `dynamic` when nothing was done."""
+    """What applying one result did: the steps it claimed (`sent` of them, in `namespace`)
+    and, when it finished its task, the finalization. `outcome.outcome` is `dynamic` when
+    nothing was done. Off PGMQ, `messages` holds the claimed steps' messages to publish
+    and `dispatches` what their publish confirms record."""
 
     outcome: ResultOutcome
     sent: int
     namespace: str | None
     finalization: FinalizeOutcome | None
+    dispatches: tuple[Dispatch, ...] = ()
+    messages: tuple[str, ...] = ()
 
 
 class StepView(msgspec.Struct, frozen=True):

@@ -273,12 +273,14 @@ class StateRepository:
         return [(row[0], row[1]) for row in self.database.statement(queries.CLAIM_AND_SEND, params)]
 
     def apply_results_and_dispatch(
-        self, source_queue: str, results: Sequence[ResultInput]
+        self, source_queue: str | None, results: Sequence[ResultInput]
     ) -> list[HopOutcome]:
-        """On PGMQ, the whole hop of plain steps' results in one statement (migration 0012):
-        apply them in the order given (sort by task: lock order), claim and send the steps
-        they made ready, delete their messages from `source_queue`, finish the tasks they
-        finished. A result whose step is not plain comes back `dynamic`, untouched."""
+        """The hop of plain steps' results in one statement (migration 0012): apply them in
+        the order given (sort by task: lock order), claim the steps they made ready and
+        build their messages, finish the tasks they finished. With `source_queue` (PGMQ)
+        the messages are sent and the results deleted in the same statement; without, the
+        messages come back for the caller to publish. A result whose step is not plain
+        comes back `dynamic`, untouched."""
         params = (
             source_queue,
             [r.message_id for r in results],
@@ -451,4 +453,5 @@ class StateRepository:
 def _hop_outcome(row: tuple[Any, ...]) -> HopOutcome:
     outcome = ResultOutcome(row[0], row[1], row[2], row[3], tuple(row[4]), row[5], row[6])
     finished = None if row[9] is None else FinalizeOutcome(row[1], row[9], row[10])
-    return HopOutcome(outcome, row[7], row[8], finished)
+    dispatches = tuple(zip(row[11], row[12], strict=True))
+    return HopOutcome(outcome, row[7], row[8], finished, dispatches, tuple(row[13]))

@@ -1,8 +1,9 @@
--- On PGMQ the whole result hop is one server call (issue 8: one statement for complete +
--- transition + readiness, the enqueue in the same transaction): apply the results, claim
--- the steps they made ready, send those steps' messages, delete the results and finish
--- the tasks they finished. The orchestrator made five round trips for this (BEGIN, apply,
--- claim, send and ack, COMMIT) and built the messages in Python between them.
+-- The result hop is one server call (issue 8: one statement for complete + transition +
+-- readiness, the enqueue in the same transaction): apply the results, claim the steps
+-- they made ready, build those steps' messages, finish the tasks the results finished;
+-- on PGMQ also send the messages and delete the results. The orchestrator made five
+-- round trips for this (BEGIN, apply, claim, send and ack, COMMIT) and built the
+-- messages in Python between them.
 
 -- Steps whose template declares domain events, by template and step name: a step message
 -- carries its step's declarations, looked up here by key. Kept by a trigger on templates.
@@ -52,9 +53,35 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
--- Claims the given steps and sends their messages to their namespaces' PGMQ queues (the
--- StepMessage wire format of messaging/messages.py), continuing the trace in p_live where
--- it is the task's. One row per queue sent to.
+-- Claims the given steps and builds their step messages (the StepMessage wire format of
+-- messaging/messages.py), continuing the trace in p_live where it is the task's.
+-- p_published: the messages commit with this transaction (PGMQ), else they are published
+-- after it and their publish confirms recorded later.
+CREATE FUNCTION tasker.claim_messages(p_steps uuid[], p_live jsonb, p_published boolean)
+RETURNS TABLE (namespace text, step_uuid uuid, fence integer, message jsonb)
+LANGUAGE sql AS $$
+    SELECT c.namespace, c.step_uuid, c.fence, jsonb_build_object(
+               'kind', 'step', 'task_uuid', c.task_uuid, 'step_uuid', c.step_uuid,
+               'namespace', c.namespace, 'task_name', c.task_name,
+               'task_version', c.task_version, 'step_name', c.name, 'handler', c.handler,
+               'attempt', c.attempt, 'max_attempts', c.max_attempts,
+               'retryable', c.retryable, 'input_data', c.context,
+               'dependency_results', c.dependency_results,
+               'timeout_seconds', c.timeout_seconds, 'correlation_id', c.correlation_id,
+               'trace_context', tasker.continued_trace(p_live, t.trace_context),
+               'step_inputs', coalesce(c.inputs, '{}'), 'checkpoint', c.checkpoint,
+               'fence', c.fence,
+               'publishes_events', coalesce(
+                   (SELECT e.events FROM tasker.template_step_events e
+                     WHERE e.template_uuid = t.template_uuid AND e.step_name = c.name),
+                   '[]'))
+      FROM tasker.claim_for_dispatch(p_steps, p_published) AS c
+      JOIN tasker.tasks t ON t.task_uuid = c.task_uuid
+$$;
+ALTER FUNCTION tasker.claim_messages(uuid[], jsonb, boolean) ROWS 10;
+
+-- Claims the given steps and sends their messages to their namespaces' PGMQ queues, in
+-- the caller's transaction. One row per queue sent to.
 CREATE FUNCTION tasker.claim_and_send(p_steps uuid[], p_live jsonb)
 RETURNS TABLE (namespace text, sent integer)
 LANGUAGE plpgsql AS $$
@@ -62,24 +89,9 @@ DECLARE
     v_queue record;
 BEGIN
     FOR v_queue IN
-        SELECT c.namespace AS ns, array_agg(jsonb_build_object(
-                   'kind', 'step', 'task_uuid', c.task_uuid, 'step_uuid', c.step_uuid,
-                   'namespace', c.namespace, 'task_name', c.task_name,
-                   'task_version', c.task_version, 'step_name', c.name,
-                   'handler', c.handler, 'attempt', c.attempt,
-                   'max_attempts', c.max_attempts, 'retryable', c.retryable,
-                   'input_data', c.context, 'dependency_results', c.dependency_results,
-                   'timeout_seconds', c.timeout_seconds, 'correlation_id', c.correlation_id,
-                   'trace_context', tasker.continued_trace(p_live, t.trace_context),
-                   'step_inputs', coalesce(c.inputs, '{}'), 'checkpoint', c.checkpoint,
-                   'fence', c.fence,
-                   'publishes_events', coalesce(
-                       (SELECT e.events FROM tasker.template_step_events e
-                         WHERE e.template_uuid = t.template_uuid AND e.step_name = c.name),
-                       '[]'))) AS messages
-          FROM tasker.claim_for_dispatch(p_steps, true) AS c
-          JOIN tasker.tasks t ON t.task_uuid = c.task_uuid
-         GROUP BY c.namespace
+        SELECT m.namespace AS ns, array_agg(m.message) AS messages
+          FROM tasker.claim_messages(p_steps, p_live, true) AS m
+         GROUP BY m.namespace
     LOOP
         namespace := v_queue.ns;
         sent := cardinality(v_queue.messages);
@@ -91,13 +103,16 @@ BEGIN
 END
 $$;
 
--- Applies a batch of plain steps' results read from PGMQ queue p_source (message ids
--- p_messages), in the order given (the caller sorts by task: lock order), and carries out
--- what follows, all in the caller's one statement. A result whose step is not plain
--- (outcome 'dynamic') is left untouched, its message too: the caller applies it the long
--- way. One row per result; a finished task's finalization is on the row of the result
--- that finished it. Results of one task are adjacent, so finishing a task as soon as a
--- result says so keeps the lock order, and any later result of that task is stale.
+-- Applies a batch of plain steps' results in the order given (the caller sorts by task:
+-- lock order) and carries out what follows, all in the caller's one statement. With
+-- p_source, the PGMQ queue the results were read from (message ids p_messages), the
+-- claimed steps' messages are sent and the results deleted here; without it (another
+-- broker) the messages come back to be published after commit, and the caller acks.
+-- A result whose step is not plain (outcome 'dynamic') is left untouched, its message
+-- too: the caller applies it the long way. One row per result; a finished task's
+-- finalization is on the row of the result that finished it. Results of one task are
+-- adjacent, so finishing a task as soon as a result says so keeps the lock order, and
+-- any later result of that task is stale.
 CREATE FUNCTION tasker.apply_results_and_dispatch(
     p_source text, p_messages bigint[], p_steps uuid[], p_fences integer[],
     p_success boolean[], p_results jsonb[], p_errors jsonb[], p_started timestamptz[],
@@ -105,7 +120,8 @@ CREATE FUNCTION tasker.apply_results_and_dispatch(
     p_spreads double precision[], p_traces jsonb[], p_entries uuid[]
 ) RETURNS TABLE (outcome text, task_uuid uuid, step_state text, task_status text,
                  ready_steps uuid[], next_retry_at timestamptz, finalize boolean,
-                 sent integer, namespace text, finalized boolean, final_status text)
+                 sent integer, namespace text, finalized boolean, final_status text,
+                 claimed uuid[], fences integer[], messages text[])
 LANGUAGE plpgsql AS $$
 DECLARE
     v_applied record;
@@ -129,13 +145,21 @@ BEGIN
         namespace := NULL;
         finalized := NULL;
         final_status := NULL;
+        claimed := '{}';
+        fences := '{}';
+        messages := '{}';
         IF outcome <> 'dynamic' THEN
             v_acked := v_acked || p_messages[i];
         END IF;
-        IF outcome = 'applied' AND cardinality(ready_steps) > 0 THEN
+        IF outcome = 'applied' AND cardinality(ready_steps) > 0 AND p_source IS NOT NULL THEN
             SELECT * INTO v_dispatch FROM tasker.claim_and_send(ready_steps, p_traces[i]);
             sent := coalesce(v_dispatch.sent, 0);
             namespace := v_dispatch.namespace;
+        ELSIF outcome = 'applied' AND cardinality(ready_steps) > 0 THEN
+            SELECT count(*), min(m.namespace), coalesce(array_agg(m.step_uuid), '{}'),
+                   coalesce(array_agg(m.fence), '{}'), coalesce(array_agg(m.message::text), '{}')
+              INTO sent, namespace, claimed, fences, messages
+              FROM tasker.claim_messages(ready_steps, p_traces[i], false) AS m;
         END IF;
         IF outcome = 'applied' AND finalize AND NOT task_uuid = ANY (v_done) THEN
             v_done := v_done || task_uuid;
@@ -145,7 +169,7 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
-    IF cardinality(v_acked) > 0 THEN
+    IF p_source IS NOT NULL AND cardinality(v_acked) > 0 THEN
         PERFORM pgmq.delete(p_source, v_acked);
     END IF;
 END

@@ -104,7 +104,9 @@ class Env:
         (delivery,) = self.broker.receive(ORCHESTRATION_RESULTS_QUEUE, visibility_timeout=30)
         return delivery
 
-    def in_one_call(self, delivery: Delivery) -> HopOutcome:
+    def in_one_call(self, delivery: Delivery, *, on_pgmq: bool = True) -> HopOutcome:
+        """The result applied in one call, as on PGMQ (messages sent, result deleted) or as
+        on another broker (messages returned, nothing sent or deleted)."""
         result = decode(delivery.body)
         assert isinstance(result, StepResultMessage)
         found = self.broker.database_message_ids([delivery])
@@ -122,7 +124,8 @@ class Env:
             worker_id=result.worker_id,
             trace_context=LIVE,
         )
-        (outcome,) = self.repository.apply_results_and_dispatch(queue, [entry])
+        source = queue if on_pgmq else None
+        (outcome,) = self.repository.apply_results_and_dispatch(source, [entry])
         return outcome
 
     def the_general_way(self, delivery: Delivery) -> None:
@@ -193,6 +196,30 @@ def test_the_messages_it_builds_are_the_ones_the_general_path_builds(env: Env) -
     assert built_in_sql.handler.initialization == {"rate": 2}
     assert _comparable(built_in_sql) == _comparable(built_in_python)
     assert _trace_id(built_in_sql.trace_context) == _trace_id(LIVE)
+
+
+def test_off_pgmq_the_messages_come_back_to_be_published_after_commit(env: Env) -> None:
+    general = env.start(order=7)
+    env.the_general_way(env.report(general, {"paid": 12}))
+    built_in_python = env.next_step()
+
+    step = env.start(order=7)
+    hop = env.in_one_call(env.report(step, {"paid": 12}), on_pgmq=False)
+
+    (body,) = hop.messages
+    message = decode(body.encode())
+    assert isinstance(message, StepMessage)
+    assert _comparable(message) == _comparable(built_in_python)
+    assert hop.dispatches == ((message.step_uuid, message.fence),)
+    assert (hop.sent, hop.namespace) == (1, NAMESPACE)
+    assert env.queued(worker_queue(NAMESPACE)) == 0  # the caller publishes
+    assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 1  # and acks, after publishing
+    with env.repository.database.transaction() as unit:
+        unpublished = unit.execute_sql(
+            "SELECT published_at IS NULL FROM tasker.workflow_steps WHERE step_uuid = %s",
+            (message.step_uuid,),
+        )
+    assert unpublished == [(True,)]  # until its publish confirm is recorded
 
 
 def test_root_steps_sent_in_one_call_are_the_messages_of_the_general_path(env: Env) -> None:
