@@ -7,12 +7,15 @@ this actor serves everything else, claiming whatever has gathered in one transac
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 import msgspec
+import pykka
 
 from tasker.actors.guarded import GuardedActor
 from tasker.actors.messages import EnqueueSteps, RepublishUnconfirmed, StepsPublished
@@ -26,6 +29,12 @@ from tasker.telemetry import metrics
 from tasker.telemetry.hooks import inject, traced
 
 log = logging.getLogger(__name__)
+
+#: Publish confirms (RabbitMQ) are recorded this long after the first of a batch, in one
+#: transaction for all that came meanwhile: recorded one by one, each cost a transaction
+#: per step that competed for the CPU with the next hop. The re-publish sweep, which the
+#: record keeps from resending a step, looks only at steps older than a minute.
+RECORD_CONFIRMS_AFTER = 0.1
 
 
 class _Flush(msgspec.Struct, frozen=True):
@@ -43,10 +52,11 @@ class StepEnqueuer(GuardedActor):
         super().__init__(broker)
         self.database = database
         self.repository = repository
-        self.dispatcher = StepDispatcher(broker, repository)
+        self.dispatcher = StepDispatcher(broker, repository, self._confirmed)
         self._pending: dict[UUID, None] = {}  # ordered set of steps awaiting the next flush
         self._tasks: set[UUID | None] = set()  # their tasks (None: a sender did not say)
         self._published: set[Dispatch] = set()  # confirmed dispatches awaiting their record
+        self._record_timer: threading.Timer | None = None
 
     def handlers(self) -> dict[type[Any], Callable[[Any], Any]]:
         return {
@@ -104,14 +114,36 @@ class StepEnqueuer(GuardedActor):
         return True
 
     def collect_published(self, message: StepsPublished) -> None:
-        """Gather publish confirms; under load one UPDATE records many (see `collect`)."""
+        """Gather publish confirms; one UPDATE records all that arrive within
+        `RECORD_CONFIRMS_AFTER` of the first."""
         if not self._published:
-            self.actor_ref.tell(_FlushPublished())
+            timer = threading.Timer(RECORD_CONFIRMS_AFTER, self._tell_flush_published)
+            timer.daemon = True
+            timer.start()
+            self._record_timer = timer
         self._published.update(message.dispatches)
 
     def flush_published(self, _: _FlushPublished) -> None:
         dispatches, self._published = list(self._published), set()
-        self.repository.mark_published(dispatches)
+        if dispatches:
+            self.repository.mark_published(dispatches)
+
+    def on_stop(self) -> None:
+        """Record the confirms still gathered (else the sweep would resend their steps)."""
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+        try:
+            self.flush_published(_FlushPublished())
+        except Exception as exc:
+            log.warning("could not record %d publish confirm(s): %s", len(self._published), exc)
+
+    def _tell_flush_published(self) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):  # stopped: on_stop recorded them
+            self.actor_ref.tell(_FlushPublished())
+
+    def _confirmed(self, dispatches: list[Dispatch]) -> None:
+        """Publish confirms of this actor's own sends join the batch (see above)."""
+        self.collect_published(StepsPublished(tuple(dispatches)))
 
     def republish(self, message: RepublishUnconfirmed) -> None:
         """Resend steps whose publish may have been lost (crash between commit and confirm)."""
