@@ -85,12 +85,14 @@ class OneCallHop:
             self._publish_and_ack(items, outcomes)
         left = []
         for item, span, enqueue, hop in zip(items, spans, enqueues, outcomes, strict=True):
+            if hop.outcome.outcome == "dynamic":
+                # Left to the general path, which traces it: these spans are never ended,
+                # so never exported (one result, one `tasker.step.result` span).
+                left.append(item)
+                continue
             enqueue.set_attribute("tasker.steps", hop.sent)
             enqueue.end()
-            if hop.outcome.outcome == "dynamic":
-                left.append(item)
-            else:
-                self._followed(item.result, hop, elapsed, carrier_of(span), started_ns)
+            self._followed(item.result, hop, elapsed, carrier_of(span), started_ns)
             span.end()
         return left
 
