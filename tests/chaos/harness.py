@@ -124,19 +124,21 @@ class ChaosRun:
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.config.database_url, autocommit=True, connect_timeout=3)
 
+    def finished_share(self) -> float:
+        """The share of submitted tasks that have finished; 0.0 while the database is away."""
+        try:
+            with self._connect() as connection:
+                row = connection.execute(
+                    "SELECT count(*) FILTER (WHERE status IN "
+                    "('complete','error','cancelled')) FROM tasker.tasks"
+                ).fetchone()
+        except psycopg.OperationalError:
+            return 0.0  # the database may be restarting: that is the point
+        return (row[0] if row else 0) / max(self.report.tasks, 1)
+
     def _wait_for_all(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with self._connect() as connection:
-                    row = connection.execute(
-                        "SELECT count(*) FILTER (WHERE status IN "
-                        "('complete','error','cancelled')) FROM tasker.tasks"
-                    ).fetchone()
-                if row is not None and row[0] >= self.report.tasks:
-                    return
-            except psycopg.OperationalError:
-                pass  # the database may be restarting: that is the point
+        while time.monotonic() < deadline and self.finished_share() < 1.0:
             time.sleep(0.25)
 
     def _check(self) -> None:
