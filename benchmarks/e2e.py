@@ -38,6 +38,7 @@ TEMPLATES = ROOT / "benchmarks" / "e2e_templates"
 SHAPES = {"linear": ("bench_linear", 4), "diamond": ("bench_diamond", 3),
           "mixed": ("bench_mixed", 4), "tree": ("bench_tree", 4)}  # fmt: skip
 _API, _MEMORY_API = "127.0.0.1:18080", "127.0.0.1:18081"
+SUSTAINED_P99_MS = 500  # the issue's bound on latency under a sustained load
 LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "ERROR")  # WARNING shows the processes' logs
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -58,7 +59,7 @@ class Bench:
         started = time.perf_counter()
         response = self.http.post(
             f"{self.cluster.api_url}/v1/tasks",
-            json={"namespace": "bench", "name": template, "version": "1.0.0", "context": {}},
+            json=_task_body(template),
         )
         elapsed = (time.perf_counter() - started) * 1000
         response.raise_for_status()
@@ -98,19 +99,35 @@ class Bench:
                 "steps_per_s": round(tasks * steps_per_task / seconds, 1),
                 "p50_ms": latency["p50"], "p99_ms": latency["p99"], "tasks": tasks}  # fmt: skip
 
-    def paced(self, template: str, rate: float, seconds: float, steps: int) -> dict[str, float]:
-        """Submit `rate` tasks/s for `seconds` (an open-loop, steady load), then report the
-        latency of each task from creation to completion, as the database recorded it."""
-        task_ids: set[str] = set()
+    def paced(
+        self, template: str, rate: float, seconds: float, steps: int, submitters: int
+    ) -> dict[str, float]:
+        """Submit `rate` tasks/s for `seconds` (an open-loop, steady load spread over
+        `submitters` clients, so no one client's call latency caps the rate), then report
+        the rate achieved and each task's latency, creation to completion, as the database
+        recorded it."""
+        total = int(rate * seconds)
         started = time.perf_counter()
-        for index in range(int(rate * seconds)):
-            delay = started + index / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            task_ids.add(self.create(template)[0])
+
+        def submit_share(first: int) -> tuple[list[str], float]:
+            created = []
+            with httpx.Client(timeout=60) as http:
+                for index in range(first, total, submitters):
+                    delay = started + index / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    created.append(_created(http.post(f"{self.cluster.api_url}/v1/tasks",
+                                                      json=_task_body(template))))  # fmt: skip
+            return created, time.perf_counter()
+
+        with ThreadPoolExecutor(submitters) as pool:
+            shares = list(pool.map(submit_share, range(submitters)))
+        task_ids = {task for created, _ in shares for task in created}
+        achieved = len(task_ids) / (max(ended for _, ended in shares) - started)
         self.wait_finished(task_ids)
         latency = self._task_latencies(task_ids)
-        return {"tasks_per_s": rate, "steps_per_s": rate * steps, "p50_ms": latency["p50"],
+        return {"tasks_per_s": round(achieved, 1), "steps_per_s": round(achieved * steps, 1),
+                "target_steps_per_s": rate * steps, "p50_ms": latency["p50"],
                 "p99_ms": latency["p99"], "tasks": len(task_ids)}  # fmt: skip
 
     def _task_latencies(self, task_ids: set[str]) -> dict[str, float]:
@@ -128,7 +145,7 @@ class Bench:
 
 def submit_all(api_url: str, template: str, tasks: int, submitters: int) -> list[str]:
     """Create `tasks` tasks through the API from `submitters` concurrent clients."""
-    body = {"namespace": "bench", "name": template, "version": "1.0.0", "context": {}}
+    body = _task_body(template)
 
     def submit_share(share: int) -> list[str]:
         with httpx.Client(timeout=60) as http:
@@ -137,6 +154,10 @@ def submit_all(api_url: str, template: str, tasks: int, submitters: int) -> list
     shares = [tasks // submitters + (i < tasks % submitters) for i in range(submitters)]
     with ThreadPoolExecutor(submitters) as pool:
         return [task for batch in pool.map(submit_share, shares) for task in batch]
+
+
+def _task_body(template: str) -> dict[str, Any]:
+    return {"namespace": "bench", "name": template, "version": "1.0.0", "context": {}}
 
 
 def _created(response: httpx.Response) -> str:
@@ -198,15 +219,23 @@ def engine_figures(config: Config, args: argparse.Namespace) -> dict[str, Any]:
             "bench_linear", args.throughput_tasks, 4, args.submitters
         )
         result["paced"] = [
-            bench.paced("bench_linear", rate, args.paced_seconds, 4) for rate in args.paced_rates
+            bench.paced("bench_linear", rate, args.paced_seconds, 4, args.submitters)
+            for rate in args.paced_rates
         ]
     bench.close()
     return result
 
 
 def _paced_rows(broker: str, paced: list[dict[str, float]]) -> list[list[object]]:
-    return [[broker, f"paced {p['steps_per_s']:.0f} steps/s: task p50 / p99 (ms)",
-             f"{p['p50_ms']} / {p['p99_ms']}", ""] for p in paced]  # fmt: skip
+    rows: list[list[object]] = [
+        [broker, f"paced {p['target_steps_per_s']:.0f} steps/s (achieved {p['steps_per_s']:.0f}):"
+         " task p50 / p99 (ms)", f"{p['p50_ms']} / {p['p99_ms']}", ""] for p in paced
+    ]  # fmt: skip
+    kept_up = [p["steps_per_s"] for p in paced if p["p99_ms"] <= SUSTAINED_P99_MS]
+    if kept_up:
+        rows.append([broker, f"highest paced steps/s with p99 <= {SUSTAINED_P99_MS} ms",
+                     max(kept_up), ""])  # fmt: skip
+    return rows
 
 
 def machine() -> dict[str, str]:
