@@ -1,5 +1,10 @@
 """RabbitMQ backend: durable quorum queues, persistent messages, publisher confirms, via pika.
 
+Sending: one message is published on the link's confirm-mode channel and waits for its
+confirm. A batch is published on the link's transactional channel and committed: the
+commit hands the whole batch to RabbitMQ in one round trip, where the blocking channel's
+confirms cost one per message (32 messages: 2.2 ms against 12.5 ms).
+
 Fast path: a received message stays an ordinary unacked delivery on the channel of the
 thread that received it. Each thread keeps a consumer per queue across `receive` calls,
 with a prefetch sized to what it asks for (see `rabbitmq_consumer`); `receive` hands out
@@ -120,20 +125,14 @@ class RabbitMQBroker(Broker):
             publish()
 
     def _publish(self, queue: str, bodies: list[bytes], *, delay: float) -> None:
-        """Publish `bodies` in order, each confirmed; a retry resumes after the last
-        confirmed one, so a reconnect repeats at most the message it interrupted."""
-        sent = 0
-        properties = topo.message_properties(0)
-
-        def publish(link: Link) -> None:
-            nonlocal sent
-            target = ops.route(link.channel, queue, delay)
-            while sent < len(bodies):
-                link.channel.basic_publish("", target, bodies[sent], properties, mandatory=True)
-                sent += 1
-
-        if bodies:
-            self._links.run(f"send to {queue!r}", publish)
+        if len(bodies) == 1:
+            self._links.run(
+                f"send to {queue!r}", functools.partial(_confirmed, queue, bodies[0], delay)
+            )
+        elif bodies:
+            self._links.run(
+                f"send to {queue!r}", functools.partial(_committed, queue, bodies, delay)
+            )
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -278,3 +277,26 @@ class RabbitMQBroker(Broker):
                     link.release()
         self._links.close_all()
         self._janitor.stop()
+
+
+def _confirmed(queue: str, body: bytes, delay: float, link: Link) -> None:
+    """Publish one message and wait for its confirm."""
+    target = ops.route(link.channel, queue, delay)
+    link.channel.basic_publish("", target, body, topo.message_properties(0), mandatory=True)
+
+
+def _committed(queue: str, bodies: list[bytes], delay: float, link: Link) -> None:
+    """Publish a batch in order in one transaction: one round trip, however many messages
+    (a confirm each costs one apiece). A retry after a lost connection publishes the whole
+    batch again: at least once, as delivery always is."""
+    channel = link.batch_channel()
+    target = ops.route(channel, queue, delay)
+    properties = topo.message_properties(0)
+    for body in bodies:
+        channel.basic_publish("", target, body, properties, mandatory=True)
+    if link.commit_batch():
+        raise BrokerError(
+            f"RabbitMQ send to {queue!r} failed: messages returned unroutable "
+            "(the queue does not exist: call ensure_queue() first)",
+            recoverable=False,
+        )

@@ -388,12 +388,15 @@ def test_misuse_and_outages_raise_typed_errors(make_broker: MakeBroker, queue: s
         broker.ensure_queue("has.dots")
     with pytest.raises(BrokerError, match="ensure_queue") as missing:
         broker.send(queue, b"1")
+    with pytest.raises(BrokerError, match="ensure_queue") as missing_for_a_batch:
+        broker.send_batch(queue, [b"1", b"2"])
     unreachable = make_broker(url="amqp://guest:guest@127.0.0.1:1/%2F", reconnect_timeout=0.3)
     with pytest.raises(BrokerError, match="still failing") as outage:
         unreachable.queue_stats(queue)
 
     assert not bad_name.value.recoverable
     assert not missing.value.recoverable
+    assert not missing_for_a_batch.value.recoverable
     assert outage.value.recoverable
     broker.close()
     with pytest.raises(BrokerError, match="closed"):
