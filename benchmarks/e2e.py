@@ -116,8 +116,7 @@ class Bench:
                     delay = started + index / rate - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                    created.append(_created(http.post(f"{self.cluster.api_url}/v1/tasks",
-                                                      json=_task_body(template))))  # fmt: skip
+                    created.append(_post_task(http, self.cluster.api_url, template))
             return created, time.perf_counter()
 
         with ThreadPoolExecutor(submitters) as pool:
@@ -145,11 +144,10 @@ class Bench:
 
 def submit_all(api_url: str, template: str, tasks: int, submitters: int) -> list[str]:
     """Create `tasks` tasks through the API from `submitters` concurrent clients."""
-    body = _task_body(template)
 
     def submit_share(share: int) -> list[str]:
         with httpx.Client(timeout=60) as http:
-            return [_created(http.post(f"{api_url}/v1/tasks", json=body)) for _ in range(share)]
+            return [_post_task(http, api_url, template) for _ in range(share)]
 
     shares = [tasks // submitters + (i < tasks % submitters) for i in range(submitters)]
     with ThreadPoolExecutor(submitters) as pool:
@@ -160,7 +158,9 @@ def _task_body(template: str) -> dict[str, Any]:
     return {"namespace": "bench", "name": template, "version": "1.0.0", "context": {}}
 
 
-def _created(response: httpx.Response) -> str:
+def _post_task(http: httpx.Client, api_url: str, template: str) -> str:
+    """Create one task through the API; its uuid."""
+    response = http.post(f"{api_url}/v1/tasks", json=_task_body(template))
     response.raise_for_status()
     return str(response.json()["task_uuid"])
 

@@ -125,14 +125,13 @@ class RabbitMQBroker(Broker):
             publish()
 
     def _publish(self, queue: str, bodies: list[bytes], *, delay: float) -> None:
+        if not bodies:
+            return
         if len(bodies) == 1:
-            self._links.run(
-                f"send to {queue!r}", functools.partial(_confirmed, queue, bodies[0], delay)
-            )
-        elif bodies:
-            self._links.run(
-                f"send to {queue!r}", functools.partial(_committed, queue, bodies, delay)
-            )
+            publish = functools.partial(_confirmed, queue, bodies[0], delay)
+        else:
+            publish = functools.partial(_committed, queue, bodies, delay)
+        self._links.run(f"send to {queue!r}", publish)
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -294,9 +293,4 @@ def _committed(queue: str, bodies: list[bytes], delay: float, link: Link) -> Non
     properties = topo.message_properties(0)
     for body in bodies:
         channel.basic_publish("", target, body, properties, mandatory=True)
-    if link.commit_batch():
-        raise BrokerError(
-            f"RabbitMQ send to {queue!r} failed: messages returned unroutable "
-            "(the queue does not exist: call ensure_queue() first)",
-            recoverable=False,
-        )
+    link.commit_batch()

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import pika
 import pika.exceptions as px
+from pika.adapters.blocking_connection import ReturnedMessage
 
 from .broker import BrokerError
 from .rabbitmq_consumer import LinkConsumers
@@ -95,7 +96,7 @@ class Link:
         self.pumped_at = time.monotonic()
         self._closed = closed
         self._batch: Any = None
-        self._returned = 0
+        self._returned: list[ReturnedMessage] = []
         self.connection: Any = pika.BlockingConnection(parameters)
         try:
             self.channel: Any = self.connection.channel()
@@ -117,17 +118,18 @@ class Link:
             self._batch.add_on_return_callback(self._on_batch_return)
         return self._batch
 
-    def commit_batch(self) -> int:
-        """Commit what was published on the transactional channel; return how many of
-        those messages RabbitMQ returned as unroutable (it sends them before the commit's
-        answer; `process_data_events` runs their callbacks)."""
-        self._returned = 0
+    def commit_batch(self) -> None:
+        """Commit what was published on the transactional channel. Raises pika's
+        UnroutableError, as a confirm would, if RabbitMQ returned any of it (returns come
+        before the commit's answer; `process_data_events` runs their callbacks)."""
+        self._returned = []
         self._batch.tx_commit()
         self.connection.process_data_events(time_limit=0)
-        return self._returned
+        if self._returned:
+            raise px.UnroutableError(self._returned)
 
-    def _on_batch_return(self, *_: Any) -> None:
-        self._returned += 1
+    def _on_batch_return(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._returned.append(ReturnedMessage(method, properties, body))
 
     @property
     def usable(self) -> bool:
