@@ -33,6 +33,14 @@ SCANNING_OR_PURE = {
     "next_checkpoint",
 }
 
+# Immutable SQL functions are pure expressions: the planner inlines them into the calling
+# statement unless they carry a setting, so they must carry none (migration 0013).
+_FUNCTIONS = """
+SELECT p.proname, coalesce(p.proconfig, '{}'), l.lanname = 'sql' AND p.provolatile = 'i'
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+ WHERE p.pronamespace = 'tasker'::regnamespace
+"""
+
 
 @pytest.fixture
 def database_url(make_database: Callable[[], str]) -> str:
@@ -43,16 +51,29 @@ def database_url(make_database: Callable[[], str]) -> str:
 
 def test_every_hot_path_function_forbids_sequential_scans(database_url: str) -> None:
     with psycopg.connect(database_url) as connection:
-        rows = connection.execute(
-            "SELECT proname, coalesce(proconfig, '{}') FROM pg_proc"
-            " WHERE pronamespace = 'tasker'::regnamespace"
-        ).fetchall()
+        rows = connection.execute(_FUNCTIONS).fetchall()
     unpinned = [
         name
-        for name, config in rows
-        if name not in SCANNING_OR_PURE and "enable_seqscan=off" not in config
+        for name, config, pure in rows
+        if not pure and name not in SCANNING_OR_PURE and "enable_seqscan=off" not in config
     ]
     assert rows and unpinned == []
+
+
+def test_pure_expression_functions_stay_inlinable(database_url: str) -> None:
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(_FUNCTIONS).fetchall()
+    pure = {name: config for name, config, is_pure in rows if is_pure}
+    assert {"trace_id", "continued_trace"} <= pure.keys()
+    assert {name: config for name, config in pure.items() if config} == {}
+    with psycopg.connect(database_url) as connection:
+        plan = connection.execute(
+            "EXPLAIN (VERBOSE) SELECT tasker.trace_id(t.trace_context),"
+            " tasker.continued_trace(t.context, t.trace_context) FROM tasker.tasks t"
+        ).fetchall()
+    outputs = " ".join(row[0] for row in plan)
+    assert "split_part" in outputs and "trace_id(" not in outputs
+    assert "continued_trace(" not in outputs
 
 
 @pytest.fixture
