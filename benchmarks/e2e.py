@@ -4,7 +4,8 @@
 
 For each broker: the floors (a one-hop broker latency, messages/s, a bare step
 transaction), task creation latency (API call to response), end-to-end latency of four
-workflow shapes over sequential runs, sustained throughput, and memory. With `--repeat
+workflow shapes over sequential runs, sustained throughput (a burst, and steady paced
+loads) with the CPU time each process spends per task, and memory. With `--repeat
 N` each broker runs N times on fresh databases and every figure is the median of the N.
 Completion is detected by LISTEN on the engine's `tasker_task_finished` notices, never
 by sleeping. Results go to benchmarks/results/e2e.json and a Markdown table on stdout.
@@ -27,6 +28,7 @@ import httpx
 import psycopg
 
 from benchmarks import floors
+from benchmarks.processes import CpuMeter, pids_named, rss_mb
 from benchmarks.scratch import scratch_config
 from benchmarks.stats import markdown_table, median_figures, percentiles
 from tasker.cli.cluster import LocalCluster
@@ -89,19 +91,21 @@ class Bench:
 
     def throughput(
         self, template: str, tasks: int, steps_per_task: int, submitters: int
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         started = time.perf_counter()
-        task_ids = set(submit_all(self.cluster.api_url, template, tasks, submitters))
-        self.wait_finished(task_ids)
+        with self.cpu_meter() as cpu:
+            task_ids = set(submit_all(self.cluster.api_url, template, tasks, submitters))
+            self.wait_finished(task_ids)
         seconds = time.perf_counter() - started
         latency = self._task_latencies(task_ids)
         return {"tasks_per_s": round(tasks / seconds, 1),
                 "steps_per_s": round(tasks * steps_per_task / seconds, 1),
-                "p50_ms": latency["p50"], "p99_ms": latency["p99"], "tasks": tasks}  # fmt: skip
+                "p50_ms": latency["p50"], "p99_ms": latency["p99"], "tasks": tasks,
+                "cpu_ms_per_task": cpu.ms_per(tasks)}  # fmt: skip
 
     def paced(
         self, template: str, rate: float, seconds: float, steps: int, submitters: int
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         """Submit `rate` tasks/s for `seconds` (an open-loop, steady load spread over
         `submitters` clients, so no one client's call latency caps the rate), then report
         the rate achieved and each task's latency, creation to completion, as the database
@@ -119,15 +123,28 @@ class Bench:
                     created.append(_post_task(http, self.cluster.api_url, template))
             return created, time.perf_counter()
 
-        with ThreadPoolExecutor(submitters) as pool:
-            shares = list(pool.map(submit_share, range(submitters)))
-        task_ids = {task for created, _ in shares for task in created}
+        with self.cpu_meter() as cpu:
+            with ThreadPoolExecutor(submitters) as pool:
+                shares = list(pool.map(submit_share, range(submitters)))
+            task_ids = {task for created, _ in shares for task in created}
+            self.wait_finished(task_ids)
         achieved = len(task_ids) / (max(ended for _, ended in shares) - started)
-        self.wait_finished(task_ids)
         latency = self._task_latencies(task_ids)
         return {"tasks_per_s": round(achieved, 1), "steps_per_s": round(achieved * steps, 1),
                 "target_steps_per_s": rate * steps, "p50_ms": latency["p50"],
-                "p99_ms": latency["p99"], "tasks": len(task_ids)}  # fmt: skip
+                "p99_ms": latency["p99"], "tasks": len(task_ids),
+                "cpu_ms_per_task": cpu.ms_per(len(task_ids))}  # fmt: skip
+
+    def cpu_meter(self) -> CpuMeter:
+        """CPU time of every process a task's work runs in: PostgreSQL's (all of the
+        server's), RabbitMQ's (idle on PGMQ), the cluster's, and this benchmark's clients."""
+        return CpuMeter({
+            "postgresql": lambda: pids_named("postgres"),
+            "rabbitmq": lambda: pids_named("beam.smp"),
+            "orchestrator": lambda: [process.pid for process in self.cluster.orchestrators],
+            "worker": lambda: [process.pid for process in self.cluster.workers],
+            "clients": lambda: [os.getpid()],
+        })  # fmt: skip
 
     def _task_latencies(self, task_ids: set[str]) -> dict[str, float]:
         with psycopg.connect(self.config.database_url) as connection:
@@ -163,13 +180,6 @@ def _post_task(http: httpx.Client, api_url: str, template: str) -> str:
     response = http.post(f"{api_url}/v1/tasks", json=_task_body(template))
     response.raise_for_status()
     return str(response.json()["task_uuid"])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 def memory(config: Config, in_flight: int, submitters: int) -> dict[str, float]:
@@ -226,16 +236,22 @@ def engine_figures(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _paced_rows(broker: str, paced: list[dict[str, float]]) -> list[list[object]]:
+def _paced_rows(broker: str, paced: list[dict[str, Any]]) -> list[list[object]]:
     rows: list[list[object]] = [
         [broker, f"paced {p['target_steps_per_s']:.0f} steps/s (achieved {p['steps_per_s']:.0f}):"
-         " task p50 / p99 (ms)", f"{p['p50_ms']} / {p['p99_ms']}", ""] for p in paced
+         " task p50 / p99 (ms)", f"{p['p50_ms']} / {p['p99_ms']}", _cpu_cell(p)] for p in paced
     ]  # fmt: skip
     kept_up = [p["steps_per_s"] for p in paced if p["p99_ms"] <= SUSTAINED_P99_MS]
     if kept_up:
         rows.append([broker, f"highest paced steps/s with p99 <= {SUSTAINED_P99_MS} ms",
                      max(kept_up), ""])  # fmt: skip
     return rows
+
+
+def _cpu_cell(figures: dict[str, Any]) -> str:
+    """CPU ms per task by process, busiest first."""
+    spent = sorted(figures.get("cpu_ms_per_task", {}).items(), key=lambda item: -item[1])
+    return ("CPU ms/task: " + ", ".join(f"{name} {ms}" for name, ms in spent)) if spent else ""
 
 
 def machine() -> dict[str, str]:
@@ -277,7 +293,7 @@ def _broker_rows(broker: str, r: dict[str, Any]) -> list[list[object]]:
          f"{creation['p50'] / txn:.1f}x step txn"],
         *_paced_rows(broker, r.get("paced", [])),
         [broker, "sustained steps/s (p99 ms)", f"{load['steps_per_s']} ({load['p99_ms']})",
-         f"{rate_ratio:.2f}x broker msgs/s"],
+         f"{rate_ratio:.2f}x broker msgs/s; {_cpu_cell(load)}"],
         [broker, "orchestrator RSS MB (tasks in flight)",
          f"{r['memory']['orchestrator_rss_mb']} ({r['memory']['in_flight_tasks']})", ""],
         [broker, "floors: hop p50, msgs/s, step txn p50",

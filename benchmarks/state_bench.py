@@ -39,6 +39,7 @@ from uuid import UUID
 
 import psycopg
 
+from benchmarks.processes import cpu_seconds
 from tasker.ids import new_id
 from tasker.state.db import Database, UnitOfWork
 from tasker.state.migrate import migrate
@@ -211,16 +212,9 @@ def bulk_load(
 # Measuring ------------------------------------------------------------------------------
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time used so far by these (local) server processes, from /proc."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
+def server_cpu_seconds(backends: list[int]) -> float:
+    """CPU time used so far by these (local) server processes."""
+    return sum(cpu_seconds(pid) for pid in backends)
 
 
 def timed(
@@ -229,12 +223,12 @@ def timed(
     """Latencies of `action(first + i)`, with the CPU time the server and this client spent
     on it: on a busy machine latency includes waiting for a core, CPU time does not."""
     latencies = []
-    server_before, client_before = cpu_seconds(backends), time.process_time()
+    server_before, client_before = server_cpu_seconds(backends), time.process_time()
     for i in range(samples):
         start = time.perf_counter_ns()
         action(first + i)
         latencies.append(time.perf_counter_ns() - start)
-    server = cpu_seconds(backends) - server_before
+    server = server_cpu_seconds(backends) - server_before
     client = time.process_time() - client_before
     ms = sorted(s / 1e6 for s in latencies)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
@@ -29,6 +28,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks.processes import cpu_seconds, rss_mb
 from benchmarks.scratch import scratch_config
 from tasker.cli.cluster import LocalCluster, free_port
 from tasker.config import Config
@@ -52,7 +52,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NAMESPACE = "bench"
 HANDLERS = "benchmarks.handlers_sleep"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -124,20 +123,6 @@ def await_workers(broker: Broker, pids: set[int], timeout: float = 60.0) -> None
 
 
 # Process and machine measurements --------------------------------------------------------
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def machine_ticks() -> tuple[int, int]:
