@@ -55,19 +55,19 @@ $$;
 
 -- A cached plan is generic only if the planner expects it to do no worse than planning
 -- for the actual values. For a filter on `= ANY (array)` under a join or beside other
--- conditions it did not, so two hot statements were planned on every call (0.09 and
--- 0.2 ms, against 0.01-0.03 ms to run). Each now reads the array through an index by
--- itself, a plan that does not depend on the array's length.
+-- conditions it did not, so hot statements of ancestor_results and claim_steps were
+-- planned on every call (0.09-0.2 ms each, against 0.01-0.03 ms to run). Their filters
+-- find rows by key from the array, a plan that cannot be wrong for any array's length,
+-- so both functions keep their generic plans.
 
--- ancestor_results (0006) reads its results by primary key from an array: a plan that
--- cannot be wrong for any array, so it is kept. (Joined with the recursive ancestors in
--- one statement instead, the planner sized the recursion far too large and walked the
--- whole primary key.)
+-- ancestor_results (0006) reads its results by primary key from an array. (Joined with
+-- the recursive ancestors in one statement instead, the planner sized the recursion far
+-- too large and walked the whole primary key.)
 ALTER FUNCTION tasker.ancestor_results(uuid) SET plan_cache_mode = force_generic_plan;
 
 -- REDEFINES tasker.claim_steps of 0003 (same signature, same rows and effects): the tasks
--- to lock are looked up by key from the steps' task ids, and the claimed row's new
--- transition sequence comes back from its UPDATE.
+-- to lock are looked up by key from the steps' task ids, the claimed row's new transition
+-- sequence comes back from its UPDATE, and its plans are kept (above).
 CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_published boolean)
 RETURNS TABLE (step_uuid uuid, task_uuid uuid, name text, handler jsonb, attempt integer,
                max_attempts integer, retryable boolean, timeout_seconds double precision,
@@ -129,6 +129,8 @@ BEGIN
     END LOOP;
 END
 $$;
+
+ALTER FUNCTION tasker.claim_steps(uuid[], boolean) SET plan_cache_mode = force_generic_plan;
 
 -- REDEFINES tasker.pin_lookup_plans of 0009: pure expressions (immutable SQL functions,
 -- which run no query) stay inlinable, and lose a setting an earlier pin gave them.
