@@ -206,7 +206,7 @@ def run_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
             runs.append(engine_figures(config, args))
     result: dict[str, Any] = median_figures(runs)
     result["linear_p50_by_run"] = [run["e2e_linear_ms"]["p50"] for run in runs]
-    memory_settings = {"api_bind": _MEMORY_API, "backpressure_queue_depth": 10**9}
+    memory_settings: dict[str, Any] = {"api_bind": _MEMORY_API, "backpressure_queue_depth": 10**9}
     with scratch_config(broker, TEMPLATES, **memory_settings) as config:
         result["memory"] = memory(config, args.in_flight, args.submitters)
     return result

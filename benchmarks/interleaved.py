@@ -14,7 +14,11 @@ the database recorded it (created to completed).
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,7 +27,7 @@ import psycopg
 from benchmarks.e2e import TEMPLATES, Bench
 from benchmarks.scratch import scratch_config
 from benchmarks.stats import markdown_table, percentiles
-from tasker.cli.cluster import LocalCluster
+from tasker.cli.cluster import LocalCluster, config_environment
 from tasker.config import Config
 
 _SERVER_SIDE = """
@@ -32,17 +36,34 @@ SELECT extract(epoch FROM completed_at - created_at) * 1000 FROM tasker.tasks
 """
 
 
+def checkout_environment(checkout: Path) -> dict[str, str]:
+    """Makes a process import the engine from `checkout` (PYTHONSAFEPATH keeps the working
+    directory, wherever it is, out of its import path)."""
+    return {"PYTHONPATH": str(checkout.resolve()), "PYTHONSAFEPATH": "1"}
+
+
 def checkout_bench(config: Config, checkout: Path, log_level: str) -> Bench:
-    """A Bench whose processes import the engine from `checkout` (PYTHONSAFEPATH keeps
-    the working directory, wherever it is, out of their import path)."""
+    """A Bench whose processes import the engine from `checkout`."""
     bench = Bench(config, workers=1, concurrency=8)
     bench.cluster = LocalCluster(
         bench.config, namespaces="bench", handler_modules="benchmarks.handlers_noop",
         workers=1, log_level=log_level,
-        extra_env={"TASKER_CONCURRENCY": "8", "PYTHONPATH": str(checkout.resolve()),
-                   "PYTHONSAFEPATH": "1"},
+        extra_env={"TASKER_CONCURRENCY": "8", **checkout_environment(checkout)},
     )  # fmt: skip
     return bench
+
+
+def preparer(checkout: Path) -> Callable[[Config, Path], None]:
+    """Migrates a scratch database with `checkout`'s own CLI, so each side of the A/B runs
+    on its own migrations, not on those of the engine this process imports."""
+
+    def prepare(config: Config, templates: Path) -> None:
+        environment = {**os.environ, **config_environment(config), **checkout_environment(checkout)}
+        for command in (["db", "migrate"], ["template", "register", str(templates)]):
+            subprocess.run([sys.executable, "-m", "tasker", "--log-level", "ERROR", *command],
+                           env=environment, check=True, timeout=300)  # fmt: skip
+
+    return prepare
 
 
 def run(checkouts: list[Path], broker: str, template: str, runs: int, warmup: int) -> None:
@@ -50,7 +71,9 @@ def run(checkouts: list[Path], broker: str, template: str, runs: int, warmup: in
         benches = []
         for index, checkout in enumerate(checkouts):
             api = f"127.0.0.1:{18180 + index}"
-            config = stack.enter_context(scratch_config(broker, TEMPLATES, api_bind=api))
+            config = stack.enter_context(
+                scratch_config(broker, TEMPLATES, prepare=preparer(checkout), api_bind=api)
+            )
             bench = checkout_bench(config, checkout, "ERROR")
             stack.enter_context(bench.cluster)
             stack.callback(bench.close)

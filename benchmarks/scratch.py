@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,21 @@ ADMIN_URL = os.environ.get("TASKER_BENCH_POSTGRES_URL", "postgresql://postgres@1
 RABBITMQ_URL = os.environ.get("TASKER_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
+Prepare = Callable[[Config, Path], None]
+
+
+def prepare_here(config: Config, templates: Path) -> None:
+    """Migrate and register templates with the engine this process imports."""
+    prepare_database(config)
+    register_templates(config, load_template_directory(templates))
+
+
 @contextmanager
-def scratch_config(broker: str, templates: Path, **settings: Any) -> Iterator[Config]:
-    """A migrated, empty database (and vhost) with `templates` registered; dropped after."""
+def scratch_config(
+    broker: str, templates: Path, *, prepare: Prepare = prepare_here, **settings: Any
+) -> Iterator[Config]:
+    """A migrated, empty database (and vhost) with `templates` registered; dropped after.
+    `prepare` migrates it: another checkout's engine brings its own migrations."""
     name = f"tasker_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -42,8 +54,7 @@ def scratch_config(broker: str, templates: Path, **settings: Any) -> Iterator[Co
         overrides["rabbitmq_url"] = RABBITMQ_URL.rsplit("/", 1)[0] + "/" + quote(name, safe="")
     try:
         config = load_config(overrides=overrides, environ={})
-        prepare_database(config)
-        register_templates(config, load_template_directory(templates))
+        prepare(config, templates)
         yield config
     finally:
         if broker == "rabbitmq":
