@@ -27,6 +27,7 @@ from tasker.state.records import Dispatch
 from tasker.state.repository import StateRepository
 from tasker.telemetry import metrics
 from tasker.telemetry.hooks import inject, traced
+from tasker.telemetry.tracing import tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,15 @@ class StepEnqueuer(GuardedActor):
             self.dispatcher.dispatch(unit, message.step_uuids, live=message.trace_context)
 
     def _in_one_call(self, message: EnqueueSteps) -> bool:
-        """On PGMQ, one task's steps enqueued in its live trace take one statement (claim,
-        messages built and sent: migration 0012); False when the general path must go."""
+        """On PGMQ, one task's steps take one statement (claim, messages built and sent:
+        migration 0012); False when the general path must go. Work handed no live trace
+        (a retry, a sweep) takes the general path while tracing is on, since only that
+        path parents its span in the task's stored trace; with tracing off there is no
+        span, and the statement continues the stored trace in the messages all the same."""
         task = message.task_uuid
-        if task is None or not message.trace_context or not self.broker.transactional:
+        if task is None or not self.broker.transactional:
+            return False
+        if not message.trace_context and tracing_enabled():
             return False
         # telemetry hook: the enqueue span the steps' messages continue
         with traced("tasker.steps.enqueue", message.trace_context, task_uuid=task) as span:

@@ -52,6 +52,11 @@ def _processor(config: Config) -> SpanProcessor:
     return BatchSpanProcessor(exporter)
 
 
+def tracing_enabled() -> bool:
+    """Whether spans are recorded in this process (an SDK tracer provider is installed)."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 def inject() -> dict[str, str]:
     """The current trace context as a carrier (`traceparent`...), empty when none."""
     carrier: dict[str, str] = {}

@@ -8,7 +8,7 @@ must leave a dynamic step's result, message and all, to the general path.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +17,10 @@ from uuid import UUID
 import msgspec
 import pytest
 
+from tasker.actors import step_enqueuer
+from tasker.actors.messages import EnqueueSteps
 from tasker.actors.step_dispatch import StepDispatcher
+from tasker.actors.step_enqueuer import StepEnqueuer
 from tasker.messaging.broker import Delivery
 from tasker.messaging.messages import (
     ORCHESTRATION_RESULTS_QUEUE,
@@ -229,6 +232,40 @@ def test_root_steps_sent_in_one_call_are_the_messages_of_the_general_path(env: E
     assert _comparable(one_call) == _comparable(general)
     assert _trace_id(one_call.trace_context) == _trace_id(LIVE)
     assert env.repository.claim_and_send([one_call.step_uuid], LIVE) == []  # claimed once
+
+
+class CountingRepository(StateRepository):
+    """Counts the one-statement enqueues (and makes them)."""
+
+    one_calls = 0
+
+    def claim_and_send(
+        self, step_uuids: Sequence[UUID], trace_context: Mapping[str, str]
+    ) -> list[tuple[str, int]]:
+        self.one_calls += 1
+        return super().claim_and_send(step_uuids, trace_context)
+
+
+@pytest.mark.parametrize("tracing_on", [False, True])
+def test_root_steps_of_a_task_with_no_live_trace_take_one_call_unless_tracing_is_on(
+    env: Env, monkeypatch: pytest.MonkeyPatch, tracing_on: bool
+) -> None:
+    # Given tracing off (the default) or on, and a new task's root steps with no live trace
+    monkeypatch.setattr(step_enqueuer, "tracing_enabled", lambda: tracing_on)
+    repository = CountingRepository(env.repository.database)
+    enqueuer = StepEnqueuer.start(env.broker, env.repository.database, repository)
+    try:
+        with env.repository.database.transaction() as unit:
+            creation = env.repository.create_task(unit, env.template, TaskSpec(uuid.uuid4()))
+
+        # When they are enqueued
+        enqueuer.ask(EnqueueSteps(creation.ready_steps, {}, task_uuid=creation.task_uuid))
+    finally:
+        enqueuer.stop()
+
+    # Then they are sent either way, in one statement unless a span must join the trace
+    assert env.next_step().task_uuid == creation.task_uuid
+    assert repository.one_calls == (0 if tracing_on else 1)
 
 
 def test_it_acks_the_results_and_finishes_the_task_it_finished(env: Env) -> None:
