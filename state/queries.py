@@ -45,9 +45,7 @@ CLAIM_AND_SEND = "SELECT namespace, sent FROM tasker.claim_and_send(%s::uuid[], 
 APPLY_RESULTS_AND_DISPATCH = """
 SELECT outcome, task_uuid, step_state, task_status, ready_steps, next_retry_at, finalize,
        sent, namespace, finalized, final_status, claimed, fences, messages
-  FROM tasker.apply_results_and_dispatch(%s, %s, %s::uuid[], %s::integer[], %s::boolean[],
-       %s::jsonb[], %s::jsonb[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s,
-       %s::double precision[], %s::jsonb[], %s::uuid[])
+  FROM tasker.apply_result_document(%s, %s, %s::jsonb)
 """
 
 TRANSITION_TASK = "SELECT applied, actual_state FROM tasker.transition_task(%s, %s, %s, %s)"

@@ -47,6 +47,7 @@ from tasker.state.templates import TaskTemplate, template_from_json, template_to
 # Retry jitter draws from its own generator: the global one belongs to the application
 # (and to tests that replay it).
 _JITTER = random.Random()
+_encode_json = msgspec.json.Encoder().encode
 
 
 class RetryDefaults(msgspec.Struct, frozen=True):
@@ -281,22 +282,13 @@ class StateRepository:
         the messages are sent and the results deleted in the same statement; without, the
         messages come back for the caller to publish. A result whose step is not plain
         comes back `dynamic`, untouched."""
-        params = (
-            source_queue,
-            [r.message_id for r in results],
-            [r.step_uuid for r in results],
-            [r.fence for r in results],
-            [r.success for r in results],
-            [Jsonb(r.result) for r in results],
-            [Jsonb(r.error) if r.error is not None else None for r in results],
-            [r.started_at for r in results],
-            [r.finished_at for r in results],
-            [r.worker_id for r in results],
-            self.retry_defaults.jitter,
-            [_JITTER.random() for _ in results],
-            [Jsonb(r.trace_context) for r in results],
-            [new_id() for _ in results],
-        )
+        # One JSON document (migration 0015): msgspec encodes it in one call, where
+        # psycopg converted an array per field element by element.
+        rows = [
+            {**msgspec.structs.asdict(r), "spread": _JITTER.random(), "entry": new_id()}
+            for r in results
+        ]
+        params = (source_queue, self.retry_defaults.jitter, Jsonb(rows, dumps=_encode_json))
         return [
             _hop_outcome(row)
             for row in self.database.statement(queries.APPLY_RESULTS_AND_DISPATCH, params)

@@ -268,6 +268,27 @@ def test_root_steps_of_a_task_with_no_live_trace_take_one_call_unless_tracing_is
     assert repository.one_calls == (0 if tracing_on else 1)
 
 
+def test_results_arrive_as_the_worker_sent_them_a_null_one_included(env: Env) -> None:
+    # Given two tasks' root steps, one returning nothing and one a nested document
+    first, second = env.start(), env.start()
+    document = {"total": 12.5, "lines": [{"sku": "a", "qty": 2}], "note": None}
+
+    # When their results are applied in one call
+    for step, result in ((first, None), (second, document)):
+        assert env.in_one_call(env.report(step, result)).outcome.outcome == "applied"
+
+    # Then each step holds its result exactly: JSON null is a result, not a missing one
+    with env.repository.database.transaction() as unit:
+        stored = unit.execute_sql(
+            "SELECT results IS NULL, results FROM tasker.workflow_steps WHERE step_uuid = %s",
+            (first.step_uuid,),
+        ) + unit.execute_sql(
+            "SELECT results IS NULL, results FROM tasker.workflow_steps WHERE step_uuid = %s",
+            (second.step_uuid,),
+        )
+    assert stored == [(False, None), (False, document)]
+
+
 def test_it_acks_the_results_and_finishes_the_task_it_finished(env: Env) -> None:
     step = env.start()
     outcomes = []
