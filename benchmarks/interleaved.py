@@ -18,14 +18,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
 
 from benchmarks.e2e import TEMPLATES, Bench
-from benchmarks.scratch import scratch_config
+from benchmarks.scratch import Prepare, scratch_config
 from benchmarks.stats import markdown_table, percentiles
 from tasker.cli.cluster import LocalCluster, config_environment
 from tasker.config import Config
@@ -53,7 +52,7 @@ def checkout_bench(config: Config, checkout: Path, log_level: str) -> Bench:
     return bench
 
 
-def preparer(checkout: Path) -> Callable[[Config, Path], None]:
+def preparer(checkout: Path) -> Prepare:
     """Migrates a scratch database with `checkout`'s own CLI, so each side of the A/B runs
     on its own migrations, not on those of the engine this process imports."""
 

@@ -180,7 +180,7 @@ def end_to_end(config: Config, workers: int, tasks: int) -> Run:
         database = stack.enter_context(psycopg.connect(config.database_url, autocommit=True))
         worker_pids = [process.pid for process in cluster.workers]
         await_registered(database, set(worker_pids))
-        idle = [round(rss_mb(pid), 1) for pid in worker_pids]
+        idle = [rss_mb(pid) for pid in worker_pids]
         requests = [encode(_task_request()) for _ in range(tasks)]
         orchestrator_pids = [process.pid for process in cluster.orchestrators]
         with Meter(orchestrator_pids, worker_pids) as meter:
@@ -200,7 +200,7 @@ def workers_only(config: Config, workers: int, steps: int) -> Run:
         for queue in (worker_queue(NAMESPACE), ORCHESTRATION_RESULTS_QUEUE):
             broker.ensure_queue(queue)
         await_workers(broker, set(worker_pids))
-        idle = [round(rss_mb(pid), 1) for pid in worker_pids]
+        idle = [rss_mb(pid) for pid in worker_pids]
         messages = [encode(_step_message()) for _ in range(steps)]
         with Meter([], worker_pids) as meter:
             broker.send_batch(worker_queue(NAMESPACE), messages)

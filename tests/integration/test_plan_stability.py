@@ -63,14 +63,13 @@ def test_every_hot_path_function_forbids_sequential_scans(database_url: str) -> 
 def test_pure_expression_functions_stay_inlinable(database_url: str) -> None:
     with psycopg.connect(database_url) as connection:
         rows = connection.execute(_FUNCTIONS).fetchall()
-    pure = {name: config for name, config, is_pure in rows if is_pure}
-    assert {"trace_id", "continued_trace"} <= pure.keys()
-    assert {name: config for name, config in pure.items() if config} == {}
-    with psycopg.connect(database_url) as connection:
         plan = connection.execute(
             "EXPLAIN (VERBOSE) SELECT tasker.trace_id(t.trace_context),"
             " tasker.continued_trace(t.context, t.trace_context) FROM tasker.tasks t"
         ).fetchall()
+    pure = {name: config for name, config, is_pure in rows if is_pure}
+    assert {"trace_id", "continued_trace"} <= pure.keys()
+    assert {name: config for name, config in pure.items() if config} == {}
     outputs = " ".join(row[0] for row in plan)
     assert "split_part" in outputs and "trace_id(" not in outputs
     assert "continued_trace(" not in outputs
