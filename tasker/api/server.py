@@ -28,6 +28,8 @@ class ApiServer:
         config = uvicorn.Config(
             build_app(services), host=host, port=port, log_level="warning", access_log=False,
             lifespan="on", timeout_graceful_shutdown=5,
+            http="httptools",  # C parser (a dependency): pure-Python h11 costs CPU per request
+            loop="auto",  # uvloop where it is installed (not on Windows)
         )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="tasker-api", daemon=True)
