@@ -41,6 +41,7 @@ from tasker.messaging.pgmq_broadcast import (
 )
 from tasker.messaging.pgmq_install import install_pgmq
 from tasker.messaging.pgmq_listener import Mark, QueueListener, insert_channel
+from tasker.messaging.pgmq_notices import NoticeHub
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,6 @@ SELECT EXISTS (SELECT 1 FROM pgmq.notify_insert_throttle WHERE queue_name = %s::
 """
 # A queue made by an older version (or by hand) may carry PGMQ's insert trigger: see _SEND_BATCH.
 _DROP_INSERT_TRIGGER = "SELECT pgmq.disable_notify_insert(%s::text)"
-_NOTIFY = "SELECT pg_notify(%s::text, 'stop')"
 
 
 class PgmqBroker(Broker):
@@ -122,9 +122,10 @@ class PgmqBroker(Broker):
         self._pool_size = pool_size
         self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
         self._listeners: dict[str, QueueListener] = {}
+        self._notices: NoticeHub | None = None  # one LISTEN connection for every channel
         # Per receiving thread and queue: the listener mark at which a read drained it.
         self._local = threading.local()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: a new listener makes the notice hub
         self._closed = False
 
     # -- Broker interface ------------------------------------------------------------------
@@ -272,7 +273,7 @@ class PgmqBroker(Broker):
 
     def subscribe(self, channel: str) -> Subscription:
         check_channel_name(channel)
-        return PgmqSubscription(self.database_url, channel, retry_after=self.poll_interval)
+        return PgmqSubscription(self._notice_hub(), channel)
 
     def wake(self) -> None:
         with self._lock:
@@ -286,13 +287,11 @@ class PgmqBroker(Broker):
                 return
             self._closed = True
             listeners, self._listeners = list(self._listeners.values()), {}
-            pool = self._pool
+            notices, pool = self._notices, self._pool
         for listener in listeners:
-            listener.stop()
-            if pool is not None:
-                self._notify_quietly(pool, listener)
-        for listener in listeners:
-            listener.join(timeout=5.0)
+            listener.wake()
+        if notices is not None:
+            notices.close()
         if pool is not None:
             pool.close()
 
@@ -332,11 +331,17 @@ class PgmqBroker(Broker):
             listener = self._listeners.get(queue)
             if listener is None:
                 with _translated(queue):
-                    listener = QueueListener(
-                        self.database_url, queue, retry_after=self.poll_interval
-                    )
+                    listener = QueueListener(self._notice_hub(), queue)
                 self._listeners[queue] = listener
             return listener
+
+    def _notice_hub(self) -> NoticeHub:
+        with self._lock:
+            if self._closed:
+                raise BrokerError("the PGMQ broker is closed", recoverable=False)
+            if self._notices is None:
+                self._notices = NoticeHub(self.database_url, retry_after=self.poll_interval)
+            return self._notices
 
     def _execute(
         self,
@@ -382,16 +387,6 @@ class PgmqBroker(Broker):
     def _set_visibility(self, delivery: Delivery, seconds: float) -> bool:
         params = (delivery.queue, _message_id(delivery), max(0.0, seconds))
         return bool(self._execute(_SET_VT, params, queue=delivery.queue))
-
-    def _notify_quietly(
-        self, pool: ConnectionPool[psycopg.Connection[TupleRow]], listener: QueueListener
-    ) -> None:
-        """Nudge a listener thread off its socket so close() need not wait for its timeout."""
-        try:
-            with pool.connection(timeout=2.0) as connection:
-                connection.execute(_NOTIFY, (listener.channel,))
-        except psycopg.Error as exc:
-            log.warning("could not nudge PGMQ listener for %r to stop: %s", listener.queue, exc)
 
 
 def _ids_by_queue(deliveries: Sequence[Delivery]) -> dict[str, list[int]]:

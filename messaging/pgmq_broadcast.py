@@ -1,4 +1,5 @@
-"""Broadcasts for the PGMQ backend: NOTIFY on a dedicated channel, one LISTEN per subscriber.
+"""Broadcasts for the PGMQ backend: NOTIFY on a dedicated channel, heard over the broker's
+one notice connection (`pgmq_notices`).
 
 A NOTIFY sent inside a transaction is delivered when that transaction commits, so a notice
 sent `within=` the change it announces is never heard before the change is visible, and
@@ -8,13 +9,12 @@ never at all if it rolls back.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
+import threading
 
 import psycopg
-from psycopg import sql
 
 from tasker.messaging.broker import BrokerError, Subscription
+from tasker.messaging.pgmq_notices import NoticeHub
 
 log = logging.getLogger(__name__)
 
@@ -41,42 +41,32 @@ def check_notice_size(channel: str, text: str) -> str:
 
 
 class PgmqSubscription(Subscription):
-    """LISTENs on one channel over its own connection; reconnects (losing what was sent
-    meanwhile, as the broadcast contract allows) when that connection breaks."""
+    """Hears one channel through the broker's notice connection; while that connection is
+    re-established, what is sent is lost, as the broadcast contract allows."""
 
-    def __init__(self, database_url: str, channel: str, *, retry_after: float) -> None:
+    def __init__(self, hub: NoticeHub, channel: str) -> None:
         self.channel = notice_channel(channel)
-        self._url = database_url
-        self._retry_after = retry_after
+        self._hub = hub
+        self._condition = threading.Condition()
+        self._payloads: list[bytes] = []
         try:
-            self._connection: psycopg.Connection[Any] | None = self._connect()
+            self._token, listening = hub.listen(self.channel, self._heard)
         except psycopg.Error as exc:
             raise BrokerError(f"cannot listen on {channel!r}, retry later: {exc}") from exc
+        if not listening:
+            hub.unlisten(self.channel, self._token)
+            raise BrokerError(f"cannot listen on {channel!r} now (no connection), retry later")
 
     def receive(self, timeout: float) -> list[bytes]:
-        deadline = time.monotonic() + max(timeout, 0.0)
-        try:
-            connection = self._connection or self._reconnect()
-            first = list(connection.notifies(timeout=max(timeout, 0.0), stop_after=1))
-            rest = list(connection.notifies(timeout=0.0)) if first else []
-        except psycopg.Error as exc:
-            log.warning("broadcast listener on %r lost its connection: %s", self.channel, exc)
-            self.close()
-            time.sleep(max(0.0, min(self._retry_after, deadline - time.monotonic())))
-            return []
-        return [notify.payload.encode() for notify in (*first, *rest)]
+        with self._condition:
+            self._condition.wait_for(lambda: bool(self._payloads), max(timeout, 0.0))
+            payloads, self._payloads = self._payloads, []
+        return payloads
 
     def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
+        self._hub.unlisten(self.channel, self._token)
 
-    def _reconnect(self) -> psycopg.Connection[Any]:
-        self._connection = self._connect()
-        log.info("broadcast listener on %r reconnected", self.channel)
-        return self._connection
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        connection = psycopg.connect(self._url, autocommit=True)
-        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        return connection
+    def _heard(self, payload: str) -> None:
+        with self._condition:
+            self._payloads.append(payload.encode())
+            self._condition.notify_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -135,3 +136,63 @@ def test_a_closed_broker_refuses_work(database_url: str) -> None:
         broker.send("after_close", b"{}")
 
     assert not raised.value.recoverable
+
+
+_LISTENERS = """
+SELECT pid FROM pg_stat_activity
+ WHERE datname = current_database() AND query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()
+"""
+
+
+def _listening_backends(database_url: str) -> list[int]:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        return [row[0] for row in connection.execute(_LISTENERS).fetchall()]
+
+
+def test_a_broker_listens_on_all_its_queues_and_broadcasts_over_one_connection(
+    database_url: str,
+) -> None:
+    # PostgreSQL wakes every listening backend at every NOTIFY: each one costs CPU per hop.
+    broker = PgmqBroker(database_url, poll_interval=0.1)
+    try:
+        for queue in ("one_of_three", "two_of_three", "three_of_three"):
+            broker.ensure_queue(queue)
+            broker.receive(queue, wait=0.05)
+        subscription = broker.subscribe("one_connection")
+
+        assert len(_listening_backends(database_url)) == 1
+        subscription.close()
+    finally:
+        broker.close()
+    assert _listening_backends(database_url) == []
+
+
+def test_wake_ups_resume_after_the_listening_connection_is_killed(database_url: str) -> None:
+    # A broker that polls only every 3 s (and reconnects after as long): only a restored
+    # LISTEN makes a waiting receive return well within that.
+    broker = PgmqBroker(database_url, poll_interval=3.0)
+    try:
+        broker.ensure_queue("relisten")
+        broker.receive("relisten", wait=0.05)
+        (listener,) = _listening_backends(database_url)
+        with psycopg.connect(database_url, autocommit=True) as connection:
+            connection.execute("SELECT pg_terminate_backend(%s)", (listener,))
+        _wait_for(lambda: len(_listening_backends(database_url)) == 1, timeout=10.0)
+
+        timer = threading.Timer(0.3, lambda: broker.send("relisten", b'{"n": 1}'))
+        started = time.monotonic()
+        timer.start()
+        deliveries = broker.receive("relisten", wait=10.0)
+        timer.join()
+
+        assert [d.body for d in deliveries] == [b'{"n": 1}']
+        assert time.monotonic() - started < 2.0
+    finally:
+        broker.close()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
