@@ -33,6 +33,7 @@ from tasker.messaging.broker import (
     check_channel_name,
     dead_letter_queue,
 )
+from tasker.messaging.pg_notices import NoticeHub
 from tasker.messaging.pgmq_broadcast import (
     NOTIFY,
     PgmqSubscription,
@@ -41,7 +42,6 @@ from tasker.messaging.pgmq_broadcast import (
 )
 from tasker.messaging.pgmq_install import install_pgmq
 from tasker.messaging.pgmq_listener import Mark, QueueListener, insert_channel
-from tasker.messaging.pgmq_notices import NoticeHub
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Broadcasts for the PGMQ backend: NOTIFY on a dedicated channel, heard over the broker's
-one notice connection (`pgmq_notices`).
+one notice connection (`pg_notices`).
 
 A NOTIFY sent inside a transaction is delivered when that transaction commits, so a notice
 sent `within=` the change it announces is never heard before the change is visible, and
@@ -14,7 +14,7 @@ import threading
 import psycopg
 
 from tasker.messaging.broker import BrokerError, Subscription
-from tasker.messaging.pgmq_notices import NoticeHub
+from tasker.messaging.pg_notices import NoticeHub
 
 log = logging.getLogger(__name__)
 

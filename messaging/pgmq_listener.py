@@ -1,7 +1,7 @@
 """Wake-ups for PGMQ consumers: receivers of one queue block until an insert or a wake().
 
 Senders NOTIFY `pgmq.q_<queue>.INSERT` (PGMQ's channel name) with each commit that adds
-messages. The broker's one notice connection (`pgmq_notices`) hears them and bumps a
+messages. The broker's one notice connection (`pg_notices`) hears them and bumps a
 counter under a condition variable that any number of receivers wait on.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
-from tasker.messaging.pgmq_notices import NoticeHub
+from tasker.messaging.pg_notices import NoticeHub
 
 
 def insert_channel(queue: str) -> str:

@@ -143,7 +143,7 @@ async def _finished_or_current(svc: ApiServices, task_uuid: UUID, wait: float) -
     """The task once it is finished, or as it is when `wait` seconds have passed."""
     if wait <= 0:
         return await asyncio.to_thread(task_of, svc, task_uuid)
-    finished = svc.waiter.register(task_uuid)  # before reading: no notice can slip by
+    finished = await svc.waiter.register(task_uuid)  # before reading: no notice slips by
     try:
         task = await asyncio.to_thread(task_of, svc, task_uuid)
         if task.status in TERMINAL_TASK_STATES:

@@ -1,12 +1,14 @@
-"""One LISTEN connection per PGMQ broker, for all its channels (queue inserts, broadcasts).
+"""One LISTEN connection for many channels: a PGMQ broker's queue inserts and broadcasts,
+the API's task-finished notices.
 
 At each commit that NOTIFYs, PostgreSQL signals every backend listening in the database,
 whatever channels it listens on, and each signalled backend wakes to read the notice
 queue. A connection per channel therefore costs server CPU on every step's hop; measured
 under load, each listening connection cost about 0.2 ms of PostgreSQL CPU per task. So a
-broker keeps one connection, owned by one thread that hands each notice to the callbacks
-of its channel. Other threads never touch the connection: they tell the thread, through
-a pipe, that the set of channels changed.
+hub keeps one connection, owned by one thread that hands each notice to the callbacks of
+its channel, and LISTENs on a channel only while someone listens. Other threads never
+touch the connection: they tell the thread, through a pipe, that the set of channels
+changed.
 """
 
 from __future__ import annotations
