@@ -79,6 +79,8 @@ class NoticeHub:
                     self._forget(channel, token)
                     raise
                 return token, True
+            if channel in self._listening:  # a later UNLISTEN sees this listener: no wake-up
+                return token, True
             self._nudge()
             listening = self._condition.wait_for(
                 lambda: channel in self._listening or self._stopping.is_set(),
@@ -103,7 +105,7 @@ class NoticeHub:
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                log.warning("PGMQ notice listener did not stop within %.1fs", timeout)
+                log.warning("notice listener did not stop within %.1fs", timeout)
                 return  # it may still read the pipe: leave it open
         self._disconnect()
         with self._condition:
@@ -124,7 +126,7 @@ class NoticeHub:
         """Connect in the caller (so its first read cannot race the LISTEN), then hand the
         connection to the thread."""
         self._connection = self._connect()
-        self._thread = threading.Thread(target=self._run, name="pgmq-notices", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="pg-notices", daemon=True)
         self._thread.start()
 
     def _nudge(self) -> None:
@@ -174,7 +176,7 @@ class NoticeHub:
         except psycopg.Error as exc:
             # Receivers still poll every poll_interval, so an outage only slows wake-ups.
             log.warning(
-                "PGMQ notice listener lost its connection (%s); reconnecting in %.1fs",
+                "notice listener lost its connection (%s); reconnecting in %.1fs",
                 exc,
                 self._retry_after,
             )

@@ -8,15 +8,12 @@ never at all if it rolls back.
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import psycopg
 
 from tasker.messaging.broker import BrokerError, Subscription
 from tasker.messaging.pg_notices import NoticeHub
-
-log = logging.getLogger(__name__)
 
 NOTIFY = "SELECT pg_notify(%s::text, %s::text)"
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.

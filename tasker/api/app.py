@@ -55,7 +55,6 @@ def build_app(services: ApiServices) -> Litestar:
             components=_SECURITY,
             security=[{"ApiKey": []}, {"Bearer": []}] if services.config.auth_enabled else None,
         ),
-        on_startup=[lambda: services.waiter.start()],
         on_shutdown=[lambda: services.waiter.stop()],
         debug=False,
         logging_config=None,  # the process configured logging (runtime.configure_logging)

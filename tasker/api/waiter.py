@@ -32,9 +32,6 @@ class FinishedWaiter:
         self._lock = threading.Lock()
         self._tokens: dict[asyncio.Future[None], int] = {}
 
-    def start(self) -> None:
-        """Nothing to do until a request waits."""
-
     def stop(self) -> None:
         self._hub.close()
 
