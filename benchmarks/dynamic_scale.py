@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks.processes import unwind_on_sigterm
 from tasker.state.db import Database
 from tasker.state.migrate import migrate
 from tasker.state.repository import RegisteredTemplate, RetryDefaults, StateRepository
@@ -114,6 +115,7 @@ def fresh_database(admin_url: str) -> Iterator[str]:
 
 
 def main() -> None:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,1000,5000")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/test")

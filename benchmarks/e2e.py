@@ -28,7 +28,7 @@ import httpx
 import psycopg
 
 from benchmarks import floors
-from benchmarks.processes import CpuMeter, pids_named, rss_mb
+from benchmarks.processes import CpuMeter, pids_named, rss_mb, unwind_on_sigterm
 from benchmarks.scratch import scratch_config
 from benchmarks.stats import markdown_table, median_figures, percentiles
 from tasker.cli.cluster import LocalCluster
@@ -302,6 +302,7 @@ def _broker_rows(broker: str, r: dict[str, Any]) -> list[list[object]]:
 
 
 def main() -> None:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--broker", choices=("pgmq", "rabbitmq", "both"), default="both")
     parser.add_argument("--runs", type=int, default=200)

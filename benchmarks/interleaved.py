@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.e2e import TEMPLATES, Bench
+from benchmarks.processes import unwind_on_sigterm
 from benchmarks.scratch import Prepare, scratch_config
 from benchmarks.stats import markdown_table, percentiles
 from tasker.cli.cluster import LocalCluster, config_environment
@@ -108,6 +109,7 @@ def run(checkouts: list[Path], broker: str, template: str, runs: int, warmup: in
 
 
 def main() -> None:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkouts", nargs="+", type=Path, help="project roots to compare")
     parser.add_argument("--broker", choices=["pgmq", "rabbitmq"], default="pgmq")

@@ -7,11 +7,24 @@ per unit of work says which process the work goes to.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def unwind_on_sigterm() -> None:
+    """Make SIGTERM unwind the main thread like Ctrl-C does, so `with` blocks still stop
+    the cluster's processes and drop the scratch databases. By default SIGTERM ends the
+    interpreter on the spot and leaves them behind, holding ports and databases."""
+
+    def exit_now(signum: int, _frame: object) -> None:
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)
 
 
 def rss_mb(pid: int) -> float:

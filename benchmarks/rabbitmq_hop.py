@@ -37,6 +37,7 @@ from typing import Any
 
 import pika
 
+from benchmarks.processes import unwind_on_sigterm
 from tasker.messaging.broker import Delivery
 from tasker.messaging.rabbitmq import RabbitMQBroker
 from tasker.messaging.rabbitmq_consumer import Receipt
@@ -281,6 +282,7 @@ def _machine() -> dict[str, Any]:
 
 
 def main() -> None:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hops", type=int, default=500)
     parser.add_argument("--messages", type=int, default=5000)

@@ -39,7 +39,7 @@ from uuid import UUID
 
 import psycopg
 
-from benchmarks.processes import cpu_seconds
+from benchmarks.processes import cpu_seconds, unwind_on_sigterm
 from tasker.ids import new_id
 from tasker.state.db import Database, UnitOfWork
 from tasker.state.migrate import migrate
@@ -427,6 +427,7 @@ def fresh_database(keep: bool) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=2000)

@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.processes import cpu_seconds, rss_mb
+from benchmarks.processes import cpu_seconds, rss_mb, unwind_on_sigterm
 from benchmarks.scratch import scratch_config
 from tasker.cli.cluster import LocalCluster, free_port
 from tasker.config import Config
@@ -315,6 +315,7 @@ def markdown(runs: list[Run]) -> str:
 
 
 def main() -> None:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=400)
     parser.add_argument("--workers", default="1,2,4")

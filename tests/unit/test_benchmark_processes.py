@@ -55,3 +55,35 @@ def test_processes_are_found_by_command_name_and_a_gone_one_reads_zero() -> None
     assert os.getpid() in pids_named(own_name)
     assert cpu_seconds(gone.pid) == 0.0
     assert rss_mb(os.getpid()) > 1
+
+
+_HOLDS_A_CHILD = """
+import subprocess, sys, time
+from benchmarks.processes import unwind_on_sigterm
+
+unwind_on_sigterm()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+try:
+    print(child.pid, flush=True)
+    time.sleep(60)
+finally:
+    child.terminate()
+    child.wait()
+"""
+
+
+def test_sigterm_unwinds_a_benchmark_so_its_children_are_stopped() -> None:
+    root = Path(__file__).resolve().parents[2]
+    bench = subprocess.Popen(
+        [sys.executable, "-c", _HOLDS_A_CHILD], cwd=root, stdout=subprocess.PIPE, text=True
+    )
+    assert bench.stdout is not None
+    child = int(bench.stdout.readline())
+    bench.terminate()
+
+    assert bench.wait(timeout=10) == 128 + 15
+    assert not Path(f"/proc/{child}").exists() or _is_zombie(child)
+
+
+def _is_zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
