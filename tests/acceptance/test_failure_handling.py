@@ -12,6 +12,7 @@ from uuid import UUID
 
 import pytest
 
+from tasker.api import schemas
 from tasker.cli.cluster import LocalCluster
 from tasker.cli.commands import register_templates
 from tasker.client import TaskerClient
@@ -21,7 +22,6 @@ from tasker.state.db import Database
 from tasker.state.dlq import DeadLetterRepository
 from tasker.state.errors import StaleTransitionError
 from tasker.state.operations import Operations
-from tasker.state.records import TaskView
 from tasker.state.repository import StateRepository
 from tasker.state.templates import load_template_directory
 from tests.acceptance.conftest import BROKERS, cluster_config
@@ -39,11 +39,11 @@ class FailureCluster:
         self.dlq = DeadLetterRepository(database)
         self.closing: list[Callable[[], None]] = []
 
-    def run(self, name: str, context: dict[str, Any], timeout: float = 30) -> TaskView:
+    def run(self, name: str, context: dict[str, Any], timeout: float = 30) -> schemas.Task:
         task_uuid = self.client.create_task("failures", name, "1.0.0", context)
         return self.client.wait(task_uuid, timeout=timeout)
 
-    def step(self, view: TaskView, name: str) -> Any:
+    def step(self, view: schemas.Task, name: str) -> schemas.Step:
         return next(step for step in view.steps if step.name == name)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import psycopg
 import pytest
 
 from tasker.config import load_config
-from tasker.messaging.broker import BrokerError
+from tasker.messaging.broker import BrokerError, Transaction
 from tasker.messaging.circuit import GuardedBroker, counts_against_broker
 from tasker.messaging.memory import InMemoryBroker
 from tasker.resilience import breaker_state, circuit_breaker
@@ -25,11 +26,18 @@ class FlakyBroker(InMemoryBroker):
     down = False
     calls = 0
 
-    def send_batch(self, queue: str, bodies: object, **kwargs: object) -> None:  # type: ignore[override]
+    def send_batch(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        *,
+        delay: float = 0.0,
+        within: Transaction | None = None,
+    ) -> None:
         self.calls += 1
         if self.down:
             raise BrokerError("connection refused")
-        super().send_batch(queue, bodies, **kwargs)  # type: ignore[arg-type]
+        super().send_batch(queue, bodies, delay=delay, within=within)
 
 
 def test_the_broker_circuit_opens_after_repeated_failures_and_fails_fast() -> None:

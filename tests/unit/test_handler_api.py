@@ -211,11 +211,17 @@ def test_failure_factory_with_every_field() -> None:
 
 
 def test_error_type_values_and_helpers() -> None:
-    assert ErrorType.PERMANENT_ERROR == "permanent_error"
-    assert ErrorType.RETRYABLE_ERROR == "retryable_error"
-    assert ErrorType.VALIDATION_ERROR == "validation_error"
-    assert ErrorType.TIMEOUT == "timeout"
-    assert ErrorType.HANDLER_ERROR == "handler_error"
+    # A StrEnum member is a str and compares equal to its plain string. (Written out as
+    # literal pairs, mypy's strict equality would call each comparison non-overlapping.)
+    standard: list[tuple[ErrorType, str]] = [
+        (ErrorType.PERMANENT_ERROR, "permanent_error"),
+        (ErrorType.RETRYABLE_ERROR, "retryable_error"),
+        (ErrorType.VALIDATION_ERROR, "validation_error"),
+        (ErrorType.TIMEOUT, "timeout"),
+        (ErrorType.HANDLER_ERROR, "handler_error"),
+    ]
+    for member, text in standard:
+        assert member == text
     assert ErrorType.is_standard("timeout") and not ErrorType.is_standard("custom")
     assert ErrorType.is_typically_retryable("timeout")
     assert not ErrorType.is_typically_retryable("permanent_error")
@@ -253,10 +259,10 @@ def test_base_handler_without_call_raises() -> None:
 
 def test_retryable_and_permanent_errors_classify() -> None:
     assert RetryableError("x").retryable and not PermanentError("x").retryable
-    for cls in (StepTimeoutError, NetworkError, RateLimitError):
-        assert issubclass(cls, RetryableError)
-    for cls in (ValidationError, NotFoundError):
-        assert issubclass(cls, PermanentError)
+    for retryable_cls in (StepTimeoutError, NetworkError, RateLimitError):
+        assert issubclass(retryable_cls, RetryableError)
+    for permanent_cls in (ValidationError, NotFoundError):
+        assert issubclass(permanent_cls, PermanentError)
     assert TaskerError("x", retryable=False).retryable is False
 
 
@@ -278,8 +284,9 @@ def test_permanent_error_becomes_a_non_retryable_failure() -> None:
 
 
 def test_any_other_exception_is_retryable_with_type_message_and_traceback() -> None:
+    empty: dict[str, int] = {}
     try:
-        {}["missing"]
+        empty["missing"]
     except KeyError as exc:
         result = result_from_exception(exc)
     assert result.retryable is True

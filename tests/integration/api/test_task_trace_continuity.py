@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tasker.api.schemas import StepAction
 from tasker.client import TaskerClient
 
 pytestmark = pytest.mark.postgres
@@ -66,7 +67,7 @@ def test_a_retry_woken_by_the_timer_continues_the_tasks_trace(
 
 @pytest.mark.parametrize("action", ["reset_for_retry", "complete_manually"])
 def test_an_operator_action_and_what_it_sets_off_join_the_tasks_trace(
-    client: TaskerClient, spans: InMemorySpanExporter, tmp_path: Path, action: str
+    client: TaskerClient, spans: InMemorySpanExporter, tmp_path: Path, action: StepAction
 ) -> None:
     # Given a task that failed at its gate, created in the caller's trace
     gate_file = tmp_path / "open"
