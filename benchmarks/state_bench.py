@@ -93,8 +93,8 @@ SELECT (%(steps)s::uuid[])[(m.n - 1) * %(width)s + f.position + 1],
 """
 CLONE_TASK_TRANSITIONS = """
 INSERT INTO tasker.task_transitions
-       (task_uuid, from_state, to_state, metadata, sort_key, most_recent, created_at)
-SELECT m.task_uuid, x.from_state, x.to_state, x.metadata, x.sort_key, x.most_recent,
+       (task_uuid, from_state, to_state, metadata, sort_key, created_at)
+SELECT m.task_uuid, x.from_state, x.to_state, x.metadata, x.sort_key,
        x.created_at - make_interval(secs => %(age)s - m.n)
   FROM unnest(%(tasks)s::uuid[]) WITH ORDINALITY AS m(task_uuid, n),
        tasker.task_transitions x
@@ -103,9 +103,9 @@ SELECT m.task_uuid, x.from_state, x.to_state, x.metadata, x.sort_key, x.most_rec
 """
 CLONE_STEP_TRANSITIONS = """
 INSERT INTO tasker.workflow_step_transitions
-       (step_uuid, task_uuid, from_state, to_state, metadata, sort_key, most_recent, created_at)
+       (step_uuid, task_uuid, from_state, to_state, metadata, sort_key, created_at)
 SELECT (%(steps)s::uuid[])[(m.n - 1) * %(width)s + s.position + 1], m.task_uuid,
-       x.from_state, x.to_state, x.metadata, x.sort_key, x.most_recent,
+       x.from_state, x.to_state, x.metadata, x.sort_key,
        x.created_at - make_interval(secs => %(age)s - m.n)
   FROM unnest(%(tasks)s::uuid[]) WITH ORDINALITY AS m(task_uuid, n),
        tasker.workflow_step_transitions x

@@ -101,13 +101,17 @@ SELECT s.step_uuid, s.task_uuid, s.name, s.state, s.attempts, s.max_attempts, s.
 """
 
 STEP_TRANSITIONS = """
-SELECT from_state, to_state, metadata, sort_key, most_recent, created_at
-  FROM tasker.workflow_step_transitions WHERE step_uuid = %s ORDER BY sort_key
+SELECT t.from_state, t.to_state, t.metadata, t.sort_key,
+       t.sort_key = s.transition_seq AS most_recent, t.created_at
+  FROM tasker.workflow_step_transitions t JOIN tasker.workflow_steps s USING (step_uuid)
+ WHERE t.step_uuid = %s ORDER BY t.sort_key
 """
 
 TASK_TRANSITIONS = """
-SELECT from_state, to_state, metadata, sort_key, most_recent, created_at
-  FROM tasker.task_transitions WHERE task_uuid = %s ORDER BY sort_key
+SELECT t.from_state, t.to_state, t.metadata, t.sort_key,
+       t.sort_key = k.transition_seq AS most_recent, t.created_at
+  FROM tasker.task_transitions t JOIN tasker.tasks k USING (task_uuid)
+ WHERE t.task_uuid = %s ORDER BY t.sort_key
 """
 
 STEP_PAYLOADS = """

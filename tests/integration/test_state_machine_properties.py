@@ -532,14 +532,17 @@ class StateMachineAgainstModel(RuleBasedStateMachine):
                 (self.task_uuid,),
             )[0]
             task_history = unit.execute_sql(
-                "SELECT from_state, to_state, sort_key, most_recent FROM tasker.task_transitions"
-                " WHERE task_uuid = %s ORDER BY sort_key",
+                "SELECT r.from_state, r.to_state, r.sort_key, r.sort_key = t.transition_seq"
+                "  FROM tasker.task_transitions r JOIN tasker.tasks t USING (task_uuid)"
+                " WHERE r.task_uuid = %s ORDER BY r.sort_key",
                 (self.task_uuid,),
             )
             step_history = unit.execute_sql(
-                "SELECT step_uuid, from_state, to_state, sort_key, most_recent"
-                "  FROM tasker.workflow_step_transitions WHERE task_uuid = %s"
-                " ORDER BY step_uuid, sort_key",
+                "SELECT r.step_uuid, r.from_state, r.to_state, r.sort_key,"
+                "       r.sort_key = s.transition_seq"
+                "  FROM tasker.workflow_step_transitions r"
+                "  JOIN tasker.workflow_steps s USING (step_uuid)"
+                " WHERE r.task_uuid = %s ORDER BY r.step_uuid, r.sort_key",
                 (self.task_uuid,),
             )
         model = self.model
@@ -619,8 +622,10 @@ def check_history(
     last: tuple[str, int],
     allowed: Callable[[str, str], bool],
 ) -> None:
-    """(from, to, sort_key, most_recent) rows: a chain from `first` to `last` (state and
-    sequence number) with contiguous sort keys, only allowed moves, one most_recent row."""
+    """(from, to, sort_key, is the owner's transition_seq) rows: a chain from `first` to
+    `last` (state and sequence number) with contiguous sort keys, only allowed moves, and
+    the owner's transition_seq naming the last row only (it is how the current row is
+    found: the history keeps no flag)."""
     assert rows, "no history"
     assert (rows[0][0], rows[0][2]) == first
     assert (rows[-1][1], rows[-1][2]) == last

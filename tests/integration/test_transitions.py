@@ -317,32 +317,33 @@ def test_histories_have_contiguous_sort_keys_and_one_most_recent_row(
     ]
 
 
-def test_across_the_database_every_object_has_exactly_one_most_recent_transition(
+def test_across_the_database_every_owner_seq_names_its_last_transition(
     repository: StateRepository, linear: RegisteredTemplate
 ) -> None:
+    # The current row is the one whose sort key is its owner's transition_seq (no flag is
+    # stored): so each history must run contiguously up to exactly that number.
     run_with_one_retry(repository, create_task(repository, linear))
 
     with repository.database.transaction() as unit:
         bad_tasks = unit.execute_sql(
-            "SELECT task_uuid FROM tasker.task_transitions GROUP BY task_uuid"
-            " HAVING count(*) FILTER (WHERE most_recent) <> 1"
-            "     OR min(sort_key) <> 0 OR max(sort_key) <> count(*) - 1"
-            "     OR max(sort_key) FILTER (WHERE most_recent) <> max(sort_key)"
+            "SELECT t.task_uuid FROM tasker.tasks t"
+            "  LEFT JOIN tasker.task_transitions r USING (task_uuid)"
+            " GROUP BY t.task_uuid, t.transition_seq, t.status"
+            " HAVING min(r.sort_key) <> 0 OR max(r.sort_key) <> count(r.*) - 1"
+            "     OR max(r.sort_key) IS DISTINCT FROM t.transition_seq"
+            "     OR (array_agg(r.to_state ORDER BY r.sort_key DESC))[1] <> t.status"
         )
         bad_steps = unit.execute_sql(
-            "SELECT step_uuid FROM tasker.workflow_step_transitions GROUP BY step_uuid"
-            " HAVING count(*) FILTER (WHERE most_recent) <> 1"
-            "     OR min(sort_key) <> 1 OR max(sort_key) <> count(*)"
-            "     OR max(sort_key) FILTER (WHERE most_recent) <> max(sort_key)"
-        )
-        mismatched_seq = unit.execute_sql(
             "SELECT s.step_uuid FROM tasker.workflow_steps s"
-            "  LEFT JOIN tasker.workflow_step_transitions t"
-            "    ON t.step_uuid = s.step_uuid AND t.most_recent"
-            " WHERE coalesce(t.sort_key, 0) <> s.transition_seq"
-            "    OR coalesce(t.to_state, 'pending') <> s.state"
+            "  LEFT JOIN tasker.workflow_step_transitions r USING (step_uuid)"
+            " GROUP BY s.step_uuid, s.transition_seq, s.state"
+            " HAVING coalesce(min(r.sort_key), 1) <> 1"
+            "     OR coalesce(max(r.sort_key), 0) <> count(r.*)"
+            "     OR coalesce(max(r.sort_key), 0) <> s.transition_seq"
+            "     OR coalesce((array_agg(r.to_state ORDER BY r.sort_key DESC))[1], 'pending')"
+            "        <> s.state"
         )
-    assert (bad_tasks, bad_steps, mismatched_seq) == ([], [], [])
+    assert (bad_tasks, bad_steps) == ([], [])
 
 
 # Dependency results ------------------------------------------------------------------------
