@@ -7,6 +7,7 @@ import functools
 import itertools
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from tasker.state.db import Database
 from tasker.state.errors import IllegalTransitionError, StaleTransitionError
 from tasker.state.migrate import migrate
 from tasker.state.records import ClaimedStep, ResultOutcome
-from tasker.state.repository import RegisteredTemplate, StateRepository
+from tasker.state.repository import RegisteredTemplate, StateRepository, TaskSpec
 from tasker.state.states import StepState, TaskState
 from tests.integration.state_helpers import (
     CreatedTask,
@@ -347,6 +348,31 @@ def test_across_the_database_every_owner_seq_names_its_last_transition(
 
 
 # Dependency results ------------------------------------------------------------------------
+
+
+def test_a_new_tasks_steps_are_written_with_their_parent_counts_and_later_edges_count(
+    repository: StateRepository,
+) -> None:
+    # Given s00 and s01 both before s02, and s03 after s02, created in a transaction that
+    # then adds one more edge, s00 -> s03, as dynamic steps do
+    registered = register(repository, build_template([[], [], [0, 1], [2]]))
+    task_uuid = uuid.uuid4()
+    with repository.database.transaction() as unit:
+        repository.create_task(unit, registered, TaskSpec(task_uuid=task_uuid))
+        parents_sql = "SELECT name, pending_parents FROM tasker.workflow_steps WHERE task_uuid = %s"
+        at_creation = dict(unit.execute_sql(parents_sql, (task_uuid,)))
+        unit.execute_sql(
+            "INSERT INTO tasker.workflow_step_edges (from_step_uuid, to_step_uuid, task_uuid)"
+            " SELECT f.step_uuid, t.step_uuid, f.task_uuid FROM tasker.workflow_steps f"
+            "   JOIN tasker.workflow_steps t USING (task_uuid)"
+            "  WHERE f.task_uuid = %s AND f.name = 's00' AND t.name = 's03'",
+            (task_uuid,),
+        )
+        after_new_edge = dict(unit.execute_sql(parents_sql, (task_uuid,)))
+    # Then each step counts its parents as created, and the edge added afterwards is
+    # counted too: creation's own count does not silence the trigger beyond its insert
+    assert at_creation == {"s00": 0, "s01": 0, "s02": 2, "s03": 1}
+    assert after_new_edge == {"s00": 0, "s01": 0, "s02": 2, "s03": 2}
 
 
 def test_a_step_receives_the_results_of_all_its_transitive_ancestors_by_name(
