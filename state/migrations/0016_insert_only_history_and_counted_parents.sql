@@ -1,10 +1,76 @@
--- A new task's parent counts are written with its steps (issue 8). Its edges' INSERT fired
+-- Fewer writes per transition (issue 8). Every move cleared the previous history row's
+-- most_recent flag before adding its own: an UPDATE of a row already written (a new
+-- tuple and new entries in both of the table's other indexes, as the flag is in a
+-- partial index's predicate), two per step and one per task move. The owner already
+-- knows its current row: its transition_seq is the sort key of the last transition
+-- recorded, moved in the same statement that records it. So history rows are now only
+-- inserted, and "most recent" is read as sort_key = the owner's transition_seq (one row
+-- per owner, as UNIQUE (owner, sort_key) holds).
+
+-- And a new task's parent counts are written with its steps. Its edges' INSERT fired
 -- a trigger that joined them back to the steps and updated every child row again to add
 -- its unsatisfied parents: one more write of each new step with a parent (three of a
 -- 4-step line), on the creation path the API waits for. create_task now counts each
 -- step's edges into the step's own INSERT and tells the trigger, for its one INSERT of
 -- edges, that the count is done; edges added any other way (dynamic steps) are counted
 -- by the trigger as before.
+
+-- REDEFINES tasker.move_task_through of 0008 (same signature, same rows less the flag).
+CREATE OR REPLACE FUNCTION tasker.move_task_through(
+    p_task uuid, p_from text, p_path text[], p_metadata jsonb DEFAULT '{}'
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_last text := p_path[cardinality(p_path)];
+    v_seq integer;
+    v_at timestamptz := clock_timestamp();
+BEGIN
+    UPDATE tasker.tasks SET
+        status = v_last,
+        transition_seq = transition_seq + cardinality(p_path),
+        updated_at = v_at,
+        completed_at = CASE WHEN v_last IN ('complete', 'error', 'cancelled', 'resolved_manually')
+                            THEN v_at ELSE completed_at END
+     WHERE task_uuid = p_task
+    RETURNING transition_seq INTO v_seq;
+    INSERT INTO tasker.task_transitions
+        (task_uuid, from_state, to_state, metadata, sort_key, created_at)
+    SELECT p_task, coalesce(p_path[i - 1], p_from), p_path[i], coalesce(p_metadata, '{}'),
+           v_seq - cardinality(p_path) + i, v_at
+      FROM generate_subscripts(p_path, 1) AS i;
+END
+$$;
+
+-- REDEFINES tasker.record_step_transitions of 0008 (same signature, same rows less the
+-- flag). The caller has moved the step's transition_seq to the last of these rows.
+CREATE OR REPLACE FUNCTION tasker.record_step_transitions(
+    p_step uuid, p_task uuid, p_from text, p_path text[], p_first_seq integer,
+    p_metadata jsonb[], p_at timestamptz[]
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tasker.workflow_step_transitions
+        (step_uuid, task_uuid, from_state, to_state, metadata, sort_key, created_at)
+    SELECT p_step, p_task, coalesce(p_path[i - 1], p_from), p_path[i],
+           coalesce(p_metadata[i], '{}'), p_first_seq + i - 1,
+           coalesce(p_at[i], clock_timestamp())
+      FROM generate_subscripts(p_path, 1) AS i;
+END
+$$;
+
+-- REDEFINES tasker.record_step_transition of 0002 (same signature, same row less the flag).
+CREATE OR REPLACE FUNCTION tasker.record_step_transition(
+    p_step uuid, p_task uuid, p_from text, p_to text, p_seq integer, p_metadata jsonb,
+    p_at timestamptz DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO tasker.workflow_step_transitions
+        (step_uuid, task_uuid, from_state, to_state, metadata, sort_key, created_at)
+    VALUES (p_step, p_task, p_from, p_to, coalesce(p_metadata, '{}'), p_seq,
+            coalesce(p_at, clock_timestamp()));
+END
+$$;
 
 -- REDEFINES tasker.count_new_edges of 0006 (same effect, except where told the count is
 -- done: a transaction-local setting, set only around create_task's INSERT of edges).
@@ -25,7 +91,8 @@ BEGIN
 END
 $$;
 
--- REDEFINES tasker.create_task of 0016 (same signature, same rows).
+-- REDEFINES tasker.create_task of 0010 (same signature, same rows less the flag; the
+-- parent counts in the steps' INSERT, see above).
 CREATE OR REPLACE FUNCTION tasker.create_task(p_task jsonb, p_steps jsonb, p_edges jsonb)
 RETURNS TABLE (created boolean, task_uuid uuid, status text, ready_steps uuid[])
 LANGUAGE plpgsql AS $$
@@ -92,5 +159,10 @@ BEGIN
     RETURN QUERY SELECT true, v_task, v_status, v_ready;
 END
 $$;
+
+DROP INDEX tasker.task_transitions_most_recent_idx;
+DROP INDEX tasker.step_transitions_most_recent_idx;
+ALTER TABLE tasker.task_transitions DROP COLUMN most_recent;
+ALTER TABLE tasker.workflow_step_transitions DROP COLUMN most_recent;
 
 SELECT tasker.pin_lookup_plans();
