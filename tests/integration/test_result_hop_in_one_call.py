@@ -40,18 +40,19 @@ from tasker.state.templates import HandlerDefinition, StepDefinition, TaskTempla
 pytestmark = pytest.mark.postgres
 
 NAMESPACE = "hop_tests"
+OTHER_NAMESPACE = "hop_others"
 EVENTS = ("b.done", {"name": "b.failed", "condition": "failure"})
 LIVE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 
 
-def _template() -> TaskTemplate:
+def _template(namespace: str = NAMESPACE) -> TaskTemplate:
     def step(name: str, *parents: str, **extra: Any) -> StepDefinition:
         handler = HandlerDefinition(callable=f"hop.{name}", initialization={"rate": 2})
         return StepDefinition(name=name, handler=handler, dependencies=parents, **extra)
 
     return TaskTemplate(
         name="hop",
-        namespace_name=NAMESPACE,
+        namespace_name=namespace,
         version="1.0.0",
         steps=(
             step("a"),
@@ -69,21 +70,28 @@ class Env:
     dispatcher: StepDispatcher
     template: RegisteredTemplate
 
-    def start(self, *, in_one_call: bool = False, **context: Any) -> StepMessage:
+    def start(
+        self,
+        *,
+        in_one_call: bool = False,
+        template: RegisteredTemplate | None = None,
+        **context: Any,
+    ) -> StepMessage:
         """A new task, its root step claimed and sent (the general way, or in one call as
         the enqueuer does on PGMQ); that step's message."""
+        template = template or self.template
         with self.repository.database.transaction() as unit:
             spec = TaskSpec(task_uuid=uuid.uuid4(), context=context, correlation_id="corr-1")
-            creation = self.repository.create_task(unit, self.template, spec)
+            creation = self.repository.create_task(unit, template, spec)
             if not in_one_call:
                 self.dispatcher.dispatch(unit, creation.ready_steps)
         if in_one_call:
             sent = self.repository.claim_and_send(creation.ready_steps, LIVE)
             assert sent == [(NAMESPACE, 1)]
-        return self.next_step()
+        return self.next_step(template.template.namespace_name)
 
-    def next_step(self) -> StepMessage:
-        (delivery,) = self.broker.receive(worker_queue(NAMESPACE), visibility_timeout=30)
+    def next_step(self, namespace: str = NAMESPACE) -> StepMessage:
+        (delivery,) = self.broker.receive(worker_queue(namespace), visibility_timeout=30)
         self.broker.ack(delivery)
         message = decode(delivery.body)
         assert isinstance(message, StepMessage)
@@ -162,7 +170,8 @@ def env(make_database: Callable[[], str]) -> Iterator[Env]:
     url = make_database()
     migrate(url)
     broker = PgmqBroker(url, poll_interval=0.1)
-    for queue in (worker_queue(NAMESPACE), ORCHESTRATION_RESULTS_QUEUE):
+    for queue in (worker_queue(NAMESPACE), worker_queue(OTHER_NAMESPACE),
+                  ORCHESTRATION_RESULTS_QUEUE):  # fmt: skip
         broker.ensure_queue(queue)
     database = Database(url)
     repository = StateRepository(database)
@@ -368,3 +377,35 @@ def test_results_of_several_tasks_share_one_call(env: Env) -> None:
     assert [o.sent for o in outcomes] == [1, 1, 1]
     assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 0
     assert env.queued(worker_queue(NAMESPACE)) == 3
+
+
+def test_a_batch_sends_each_namespace_its_messages_in_the_batch_order(env: Env) -> None:
+    other = RegisteredTemplate(
+        env.repository.register_template(_template(OTHER_NAMESPACE)), _template(OTHER_NAMESPACE)
+    )
+    firsts = [env.start(n=n, template=(env.template, other)[n % 2]) for n in range(4)]
+    deliveries = [env.report(step, {"n": 1}) for step in firsts]
+    found = env.broker.database_message_ids(deliveries)
+    assert found is not None
+    queue, message_ids = found
+    now = datetime.now(UTC)
+    entries = [
+        ResultInput(message_id, step.step_uuid, step.fence, True, {"n": 1}, None, now, now,
+                    "hop-test", {})
+        for message_id, step in zip(message_ids, firsts, strict=True)
+    ]  # fmt: skip
+    in_lock_order = sorted(zip(entries, firsts, strict=True), key=lambda e: e[1].task_uuid.bytes)
+
+    outcomes = env.repository.apply_results_and_dispatch(queue, [e for e, _ in in_lock_order])
+
+    assert [(o.sent, o.namespace) for o in outcomes] == [
+        (1, step.namespace) for _, step in in_lock_order
+    ]
+    assert all(o.messages == () and o.dispatches == () for o in outcomes)
+    assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 0
+    for namespace in (NAMESPACE, OTHER_NAMESPACE):
+        batch = env.broker.receive(worker_queue(namespace), visibility_timeout=30, max_messages=10)
+        sent = [decode(d.body) for d in batch]
+        assert [(m.task_uuid, m.step_name) for m in sent if isinstance(m, StepMessage)] == [
+            (step.task_uuid, "b") for _, step in in_lock_order if step.namespace == namespace
+        ]
