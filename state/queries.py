@@ -81,23 +81,33 @@ SELECT s.step_uuid FROM tasker.workflow_steps s
  ORDER BY s.task_uuid, s.position
 """
 
-GET_TASK = """
-SELECT task_uuid, namespace, name, version, status, context, initiator, source_system, reason,
-       priority, tags, correlation_id, total_steps, pending_steps, in_flight_steps,
-       done_steps, failed_steps, created_at, updated_at, completed_at
-  FROM tasker.tasks WHERE task_uuid = %s
-"""
-
-GET_TASK_STEPS = """
-SELECT s.step_uuid, s.task_uuid, s.name, s.state, s.attempts, s.max_attempts, s.retryable,
-       s.results, s.last_error,
-       coalesce((SELECT array_agg(p.name ORDER BY p.position)
-                   FROM tasker.workflow_step_edges e
-                   JOIN tasker.workflow_steps p ON p.step_uuid = e.from_step_uuid
-                  WHERE e.to_step_uuid = s.step_uuid), '{}'),
-       s.created_at, s.updated_at, s.completed_at, s.last_attempted_at, s.last_failure_at,
-       s.next_retry_at
-  FROM tasker.workflow_steps s WHERE s.task_uuid = %s ORDER BY s.position
+# A task with its steps as one JSON document, in TaskView's field names: one round trip,
+# decoded by msgspec in one call (two queries and psycopg's per-column conversion took
+# half a millisecond more on the creation path, which reads the new task back).
+TASK_VIEW_DOCUMENT = """
+SELECT json_build_object(
+    'task_uuid', t.task_uuid, 'namespace', t.namespace, 'name', t.name, 'version', t.version,
+    'status', t.status, 'context', t.context, 'initiator', t.initiator,
+    'source_system', t.source_system, 'reason', t.reason, 'priority', t.priority,
+    'tags', t.tags, 'correlation_id', t.correlation_id, 'total_steps', t.total_steps,
+    'pending_steps', t.pending_steps, 'in_progress_steps', t.in_flight_steps,
+    'completed_steps', t.done_steps, 'failed_steps', t.failed_steps,
+    'created_at', t.created_at, 'updated_at', t.updated_at, 'completed_at', t.completed_at,
+    'steps', (SELECT coalesce(json_agg(json_build_object(
+        'step_uuid', s.step_uuid, 'task_uuid', s.task_uuid, 'name', s.name,
+        'current_state', s.state, 'attempts', s.attempts, 'max_attempts', s.max_attempts,
+        'retryable', s.retryable, 'results', s.results, 'last_error', s.last_error,
+        'dependencies', coalesce((SELECT array_agg(p.name ORDER BY p.position)
+                                    FROM tasker.workflow_step_edges e
+                                    JOIN tasker.workflow_steps p
+                                      ON p.step_uuid = e.from_step_uuid
+                                   WHERE e.to_step_uuid = s.step_uuid), '{}'),
+        'created_at', s.created_at, 'updated_at', s.updated_at,
+        'completed_at', s.completed_at, 'last_attempted_at', s.last_attempted_at,
+        'last_failure_at', s.last_failure_at, 'next_retry_at', s.next_retry_at)
+        ORDER BY s.position), '[]') FROM tasker.workflow_steps s WHERE s.task_uuid = t.task_uuid)
+)::text
+  FROM tasker.tasks t WHERE t.task_uuid = %s
 """
 
 STEP_TRANSITIONS = """

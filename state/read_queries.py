@@ -1,6 +1,6 @@
 """Named SQL of the read model (`state/reads.py`): lists and checks for the API."""
 
-# Same columns, in the same order, as `queries.GET_TASK` (TaskView without steps).
+# TaskView's fields without its steps, in order (`queries.TASK_VIEW_DOCUMENT` names them).
 _TASK_COLUMNS = """
 task_uuid, namespace, name, version, status, context, initiator, source_system, reason,
 priority, tags, correlation_id, total_steps, pending_steps, in_flight_steps,

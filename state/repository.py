@@ -34,7 +34,6 @@ from tasker.state.records import (
     HopOutcome,
     ResultInput,
     ResultOutcome,
-    StepView,
     TaskCreation,
     TaskView,
     TransitionRecord,
@@ -48,6 +47,7 @@ from tasker.state.templates import TaskTemplate, template_from_json, template_to
 # (and to tests that replay it).
 _JITTER = random.Random()
 _encode_json = msgspec.json.Encoder().encode
+_TASK_VIEW = msgspec.json.Decoder(TaskView)
 
 
 class RetryDefaults(msgspec.Struct, frozen=True):
@@ -423,13 +423,10 @@ class StateRepository:
 
     def task_view(self, unit: UnitOfWork, task_uuid: UUID) -> TaskView:
         """The task with its steps as `unit` sees it (e.g. right after creating it)."""
-        task_rows = unit.execute_sql(queries.GET_TASK, (task_uuid,))
-        if not task_rows:
+        rows = unit.execute_sql(queries.TASK_VIEW_DOCUMENT, (task_uuid,))
+        if not rows:
             raise TaskNotFoundError(task_uuid)
-        step_rows = unit.execute_sql(queries.GET_TASK_STEPS, (task_uuid,))
-        steps = [StepView(*row) for row in step_rows]
-        fields = [f for f in TaskView.__struct_fields__ if f != "steps"]
-        return TaskView(**dict(zip(fields, task_rows[0], strict=True)), steps=steps)
+        return _TASK_VIEW.decode(rows[0][0])
 
     def step_transitions(self, step_uuid: UUID) -> list[TransitionRecord]:
         with self.database.transaction() as unit:

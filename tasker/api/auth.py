@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import jwt
@@ -113,11 +113,15 @@ def _parse_key(entry: str) -> tuple[str, frozenset[str]]:
     return _digest(key.strip()), permissions
 
 
-def requires(permission: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], Any], None]:
+def requires(
+    permission: str,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], Any], Awaitable[None]]:
     """A route guard: the caller must hold `permission` (always passes with auth off)."""
     assert permission in PERMISSIONS, permission
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # Async, though it never waits: Litestar runs a plain function guard in a worker
+    # thread, a hop (and a wake-up) on every request for a hash or a signature check.
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         authenticator: Authenticator = connection.app.state.authenticator
         if not authenticator.enabled:
             return
