@@ -75,6 +75,15 @@ _SEND_AND_DELETE = (
     "SELECT pgmq.send(%s::text, %s::jsonb), pgmq.delete(%s::text, %s::bigint),"
     " pg_notify(%s::text, '')"
 )
+# A worker's reply and the ack of the delivery it answers commit like a read, without
+# waiting for the WAL flush. A crash before the flush undoes both together: the delivery
+# comes again, carrying the dispatch it carried (a message is readable only once the
+# claim that sent it was flushed), and its step runs again, as after a crash while it
+# ran, which at-least-once delivery already allows. Anything that depends on the reply
+# and commits durably (the result hop) flushes it too: the WAL is flushed in order.
+_REPLY_AND_ACK = (
+    _SEND_AND_DELETE + " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy"
+)
 # Messages sent and the deliveries they answer deleted in one statement: one round trip
 # (for a worker's replies, where BEGIN, a send, a delete and COMMIT took four).
 _SEND_BATCH_AND_DELETE = (
@@ -82,6 +91,10 @@ _SEND_BATCH_AND_DELETE = (
     " deleted AS (SELECT pgmq.delete(%s::text, %s::bigint[]))"
     " SELECT pg_notify(%s::text, '')"
     " FROM (SELECT count(*) FROM sent) AS s, (SELECT count(*) FROM deleted) AS d"
+)
+# The same for replies and their acks, committed like _REPLY_AND_ACK.
+_REPLIES_AND_ACKS = (
+    _SEND_BATCH_AND_DELETE + ", (SELECT set_config('synchronous_commit', 'off', true)) AS lazy"
 )
 # Delete rather than archive: the state tables already record every step's outcome, and an
 # archive would grow without bound unless something pruned it.
@@ -203,13 +216,23 @@ class PgmqBroker(Broker):
     def ack_with_reply(self, delivery: Delivery, queue: str, body: bytes) -> None:
         _check_queue_name(queue)
         params = (queue, _as_text(queue, body), delivery.queue, _message_id(delivery))
-        self._execute(_SEND_AND_DELETE, (*params, insert_channel(queue)), queue=queue)
+        self._execute(_REPLY_AND_ACK, (*params, insert_channel(queue)), queue=queue)
 
     def ack_with_replies(self, queue: str, replies: Sequence[tuple[Delivery, bytes]]) -> None:
         """All replies sent and all deliveries deleted in one transaction (one commit)."""
-        if replies:
-            bodies = [body for _, body in replies]
-            self.send_batch_and_ack(queue, bodies, [delivery for delivery, _ in replies])
+        if not replies:
+            return
+        deliveries = [delivery for delivery, _ in replies]
+        bodies = [body for _, body in replies]
+        by_source = _ids_by_queue(deliveries)
+        if len(by_source) > 1:  # not one worker queue's replies: durably, the general way
+            self.send_batch_and_ack(queue, bodies, deliveries)
+            return
+        _check_queue_name(queue)
+        ((source, message_ids),) = by_source.items()
+        texts = [_as_text(queue, body) for body in bodies]
+        params = (queue, texts, source, message_ids, insert_channel(queue))
+        self._execute(_REPLIES_AND_ACKS, params, queue=queue)
 
     def send_batch_and_ack(
         self,

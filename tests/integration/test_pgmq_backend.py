@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -196,3 +197,46 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.1)
+
+
+class _CommitModeSpy(PgmqBroker):
+    """Runs each statement in a transaction of its own and notes how that transaction
+    commits: 'on' waits for the WAL flush, 'off' does not."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, poll_interval=0.1)
+        self.commit_modes: list[str] = []
+
+    def _execute(self, query: str, params: Any, *, queue: str, within: Any = None) -> Any:
+        assert within is None
+        with psycopg.connect(self.database_url, autocommit=True) as connection:
+            with connection.transaction():
+                rows = connection.execute(query, params).fetchall()
+                mode = connection.execute("SHOW synchronous_commit").fetchone()
+            self.commit_modes.append(str(mode[0]) if mode else "?")
+        return rows
+
+
+def test_only_leases_and_a_workers_replies_commit_without_waiting_for_the_flush(
+    database_url: str,
+) -> None:
+    spy = _CommitModeSpy(database_url)
+    for queue in ("commit_steps", "commit_results"):
+        spy.ensure_queue(queue)
+    spy.send_batch("commit_steps", [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}', b'{"n": 4}'])
+    assert spy.commit_modes[-1] == "on"
+    held = spy.receive("commit_steps", visibility_timeout=30, max_messages=4)
+    assert len(held) == 4 and spy.commit_modes[-1] == "off"  # a lease
+
+    spy.ack_with_replies("commit_results", [(held[0], b'{"r": 1}'), (held[1], b'{"r": 2}')])
+    assert spy.commit_modes[-1] == "off"
+    spy.ack_with_reply(held[2], "commit_results", b'{"r": 3}')
+    assert spy.commit_modes[-1] == "off"
+    spy.dead_letter(held[3], "kept for good")
+    assert spy.commit_modes[-1] == "on"
+    spy.send_batch_and_ack("commit_steps", [b'{"n": 5}'], [])
+    assert spy.commit_modes[-1] == "on"
+
+    assert spy.queue_stats("commit_results").ready == 3
+    assert spy.queue_stats("commit_steps").ready + spy.queue_stats("commit_steps").in_flight == 1
+    spy.close()
