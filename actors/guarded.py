@@ -10,8 +10,10 @@ the failure as its reason and recorded against its task (see `poison.py`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import msgspec
@@ -45,7 +47,16 @@ class GuardedActor(pykka.ThreadingActor):
         raise NotImplementedError
 
     def on_receive(self, message: Any) -> Any:
-        """Handle one message; the handler's return value is the reply to an `ask`."""
+        """Handle one message; the handler's return value is the reply to an `ask`, and
+        goes to the message's `reply` future if it carries one."""
+        answer = self._handle(message)
+        reply: Future[Any] | None = getattr(message, "reply", None)
+        if reply is not None:
+            with contextlib.suppress(InvalidStateError):  # the asker gave up (cancelled)
+                reply.set_result(answer)
+        return answer
+
+    def _handle(self, message: Any) -> Any:
         handler = self._dispatch.get(type(message))
         if handler is None:
             log.error("%s got a message it does not handle: %r", type(self).__name__, message)

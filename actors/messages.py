@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -28,11 +30,13 @@ class TaskRequestReceived(ActorMessage, frozen=True):
 
 
 class CreateTask(ActorMessage, frozen=True):
-    """Create a task now and reply with its `TaskAdmission` (asked by the API, not told)."""
+    """Create a task now and reply with its `TaskAdmission` (for the API): through `reply`
+    when given (the message is told), else as the answer to an ask."""
 
     request: TaskRequestMessage
     # W3C trace context of the request this work belongs to (tasker.telemetry).
     trace_context: dict[str, str] = msgspec.field(default_factory=dict)
+    reply: Future[Any] | None = None
 
 
 class StepResultReceived(ActorMessage, frozen=True):

@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import Future
 from queue import Empty, Queue
 from typing import Any
 from uuid import UUID
@@ -74,6 +75,14 @@ def _as_step_result(delivery: Delivery, message: AnyMessage) -> ActorMessage | N
 
 def _results_together(messages: list[ActorMessage]) -> ActorMessage:
     return StepResultsReceived(tuple(m for m in messages if isinstance(m, StepResultReceived)))
+
+
+def admission_of(reply: Any) -> TaskAdmission:
+    """The initializer's reply to CreateTask, or TaskCreationFailedError saying why not."""
+    if isinstance(reply, HandlingFailed):
+        raise TaskCreationFailedError(reply.reason)
+    assert isinstance(reply, TaskAdmission)
+    return reply
 
 
 class TaskCreationFailedError(RuntimeError):
@@ -187,13 +196,28 @@ class Orchestrator:
         hold_while_open(self.breakers["database"], self.database.ping, stopping)
 
     def create_task(self, request: TaskRequestMessage, timeout: float = 30.0) -> TaskAdmission:
-        """Create a task synchronously (for the API): the initializer's reply, or why not."""
+        """Create a task synchronously: the initializer's reply, or why not."""
+        try:
+            return admission_of(self.submit_task(request).result(timeout))
+        except TimeoutError as exc:
+            raise TaskCreationFailedError(f"no reply from the initializer in {timeout}s") from exc
+
+    def submit_task(self, request: TaskRequestMessage) -> Future[Any]:
+        """Hand a creation request to the initializer; its reply (a TaskAdmission, or
+        HandlingFailed: see `admission_of`) completes the future. An event loop awaits it
+        with asyncio.wrap_future, woken by the initializer's thread: no thread of its own
+        blocks on the reply."""
+        reply: Future[Any] = Future()
         # The API's trace continues in the initializer (telemetry hook).
-        reply = self.initializer.ask(CreateTask(request, inject()), timeout=timeout)
-        if isinstance(reply, HandlingFailed):
-            raise TaskCreationFailedError(reply.reason)
-        assert isinstance(reply, TaskAdmission)
+        try:
+            self.initializer.tell(CreateTask(request, inject(), reply=reply))
+        except pykka.ActorDeadError as exc:
+            raise TaskCreationFailedError("the task initializer is not running") from exc
         return reply
+
+    def depth_is_stale(self) -> bool:
+        """Whether `backpressure` would read the queues' depth (a query) before answering."""
+        return time.monotonic() - self._depth_checked_at > _DEPTH_CACHE_SECONDS
 
     def backpressure(self) -> int | None:
         """Seconds a client should wait before creating tasks, or None to go ahead.
@@ -202,7 +226,7 @@ class Orchestrator:
         more work would only wait in line and raise everyone's latency.
         """
         now = time.monotonic()
-        if now - self._depth_checked_at > _DEPTH_CACHE_SECONDS:
+        if self.depth_is_stale():
             self._deepest = max((self._depth(q) for q in self._step_queues()), default=0)
             self._depth_checked_at = now
         if self._deepest > self.config.backpressure_queue_depth:

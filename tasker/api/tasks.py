@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from opentelemetry.trace import SpanKind
 
-from tasker.actors.orchestrator import TaskCreationFailedError
+from tasker.actors.orchestrator import TaskCreationFailedError, admission_of
 from tasker.api import schemas, views
 from tasker.api.auth import requires
 from tasker.api.common import actor, pagination, services, state_errors, task_of
@@ -33,17 +33,16 @@ class TaskRoutes(Controller):
         "/",
         guards=[requires("tasks:create")],
         responses=responses(404, 409, 422, 503),
-        sync_to_thread=True,
         summary="Create a task from a registered template",
     )
-    def create(
+    async def create(
         self, data: JSONBody[schemas.TaskCreate], state: State, request: Request[Any, Any, Any]
     ) -> schemas.Task:
         carrier = {key: value for key, value in request.headers.items()}
         with tracing.span(
             "POST /v1/tasks", carrier, kind=SpanKind.SERVER, namespace=data.namespace
         ):
-            return _create(services(state), data)
+            return await _create(services(state), data)
 
     @get(
         "/",
@@ -104,8 +103,14 @@ class TaskRoutes(Controller):
         return task_of(svc, task_uuid)
 
 
-def _create(svc: ApiServices, data: schemas.TaskCreate) -> schemas.Task:
-    retry_after = svc.orchestrator.backpressure()
+async def _create(svc: ApiServices, data: schemas.TaskCreate) -> schemas.Task:
+    """Create the task, awaiting the initializer's reply on the event loop: no worker
+    thread is woken to wait for it, nor the loop woken by one (two hops a request)."""
+    orchestrator = svc.orchestrator
+    if orchestrator.depth_is_stale():  # a query, once a second: off the loop
+        retry_after = await asyncio.to_thread(orchestrator.backpressure)
+    else:
+        retry_after = orchestrator.backpressure()
     if retry_after is not None:
         metrics.TASKS_REQUESTED.add(1, {"namespace": data.namespace, "outcome": "throttled"})
         raise ApiError(
@@ -116,7 +121,10 @@ def _create(svc: ApiServices, data: schemas.TaskCreate) -> schemas.Task:
     fields = msgspec.structs.asdict(data)
     request = TaskRequestMessage(task_uuid=new_id(), **fields)
     try:
-        admission = svc.orchestrator.create_task(request)
+        reply = await asyncio.wait_for(asyncio.wrap_future(orchestrator.submit_task(request)), 30)
+        admission = admission_of(reply)
+    except TimeoutError as exc:
+        raise ApiError(503, "unavailable", "no reply from the task initializer in 30s") from exc
     except TaskCreationFailedError as exc:
         raise ApiError(503, "unavailable", f"could not create the task: {exc}") from exc
     outcome = "created" if admission.created else "refused"
@@ -136,7 +144,8 @@ def _create(svc: ApiServices, data: schemas.TaskCreate) -> schemas.Task:
         )  # fmt: skip
     if admission.task is not None:
         return views.task(admission.task)
-    return task_of(svc, admission.task_uuid)
+    assert admission.task_uuid is not None  # created
+    return await asyncio.to_thread(task_of, svc, admission.task_uuid)
 
 
 async def _finished_or_current(svc: ApiServices, task_uuid: UUID, wait: float) -> schemas.Task:
