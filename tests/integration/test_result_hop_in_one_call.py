@@ -357,8 +357,11 @@ def test_an_unknown_worker_queue_fails_the_call_and_changes_nothing(env: Env) ->
     assert env.task_status(step.task_uuid) == "steps_in_process"
 
 
-def test_results_of_several_tasks_share_one_call(env: Env) -> None:
-    firsts = [env.start(n=n) for n in range(3)]
+def _reported_in_lock_order(
+    env: Env, firsts: Sequence[StepMessage]
+) -> tuple[str, list[tuple[ResultInput, StepMessage]]]:
+    """Each step's success reported; the results queue, and each result with its step in
+    lock order (by task), as the orchestrator applies a batch."""
     deliveries = [env.report(step, {"n": 1}) for step in firsts]
     found = env.broker.database_message_ids(deliveries)
     assert found is not None
@@ -369,10 +372,14 @@ def test_results_of_several_tasks_share_one_call(env: Env) -> None:
                     "hop-test", {})
         for message_id, step in zip(message_ids, firsts, strict=True)
     ]  # fmt: skip
-    ordered = sorted(entries, key=lambda e: next(s.task_uuid.bytes for s in firsts
-                                                if s.step_uuid == e.step_uuid))  # fmt: skip
+    return queue, sorted(zip(entries, firsts, strict=True), key=lambda e: e[1].task_uuid.bytes)
 
-    outcomes = env.repository.apply_results_and_dispatch(queue, ordered)
+
+def test_results_of_several_tasks_share_one_call(env: Env) -> None:
+    firsts = [env.start(n=n) for n in range(3)]
+    queue, in_lock_order = _reported_in_lock_order(env, firsts)
+
+    outcomes = env.repository.apply_results_and_dispatch(queue, [e for e, _ in in_lock_order])
 
     assert [o.sent for o in outcomes] == [1, 1, 1]
     assert env.queued(ORCHESTRATION_RESULTS_QUEUE) == 0
@@ -384,17 +391,7 @@ def test_a_batch_sends_each_namespace_its_messages_in_the_batch_order(env: Env) 
         env.repository.register_template(_template(OTHER_NAMESPACE)), _template(OTHER_NAMESPACE)
     )
     firsts = [env.start(n=n, template=(env.template, other)[n % 2]) for n in range(4)]
-    deliveries = [env.report(step, {"n": 1}) for step in firsts]
-    found = env.broker.database_message_ids(deliveries)
-    assert found is not None
-    queue, message_ids = found
-    now = datetime.now(UTC)
-    entries = [
-        ResultInput(message_id, step.step_uuid, step.fence, True, {"n": 1}, None, now, now,
-                    "hop-test", {})
-        for message_id, step in zip(message_ids, firsts, strict=True)
-    ]  # fmt: skip
-    in_lock_order = sorted(zip(entries, firsts, strict=True), key=lambda e: e[1].task_uuid.bytes)
+    queue, in_lock_order = _reported_in_lock_order(env, firsts)
 
     outcomes = env.repository.apply_results_and_dispatch(queue, [e for e, _ in in_lock_order])
 
