@@ -219,20 +219,12 @@ class PgmqBroker(Broker):
         self._execute(_REPLY_AND_ACK, (*params, insert_channel(queue)), queue=queue)
 
     def ack_with_replies(self, queue: str, replies: Sequence[tuple[Delivery, bytes]]) -> None:
-        """All replies sent and all deliveries deleted in one transaction (one commit)."""
-        if not replies:
-            return
-        deliveries = [delivery for delivery, _ in replies]
-        bodies = [body for _, body in replies]
-        by_source = _ids_by_queue(deliveries)
-        if len(by_source) > 1:  # not one worker queue's replies: durably, the general way
-            self.send_batch_and_ack(queue, bodies, deliveries)
-            return
-        _check_queue_name(queue)
-        ((source, message_ids),) = by_source.items()
-        texts = [_as_text(queue, body) for body in bodies]
-        params = (queue, texts, source, message_ids, insert_channel(queue))
-        self._execute(_REPLIES_AND_ACKS, params, queue=queue)
+        """All replies sent and all deliveries deleted in one transaction (one commit),
+        committed like _REPLY_AND_ACK when the deliveries come from one queue."""
+        if replies:
+            bodies = [body for _, body in replies]
+            deliveries = [delivery for delivery, _ in replies]
+            self._send_batch_and_ack(queue, bodies, deliveries, one_statement=_REPLIES_AND_ACKS)
 
     def send_batch_and_ack(
         self,
@@ -244,13 +236,24 @@ class PgmqBroker(Broker):
     ) -> None:
         """One statement when the deliveries come from one queue (the usual case), else
         one transaction: `within`, or one of its own."""
+        self._send_batch_and_ack(queue, bodies, deliveries, within=within)
+
+    def _send_batch_and_ack(
+        self,
+        queue: str,
+        bodies: Sequence[bytes],
+        deliveries: Sequence[Delivery],
+        *,
+        within: Transaction | None = None,
+        one_statement: str = _SEND_BATCH_AND_DELETE,
+    ) -> None:
         _check_queue_name(queue)
         texts = [_as_text(queue, body) for body in bodies]
         by_source = _ids_by_queue(deliveries)
         if texts and len(by_source) == 1:
             ((source, message_ids),) = by_source.items()
             params = (queue, texts, source, message_ids, insert_channel(queue))
-            self._execute(_SEND_BATCH_AND_DELETE, params, queue=queue, within=within)
+            self._execute(one_statement, params, queue=queue, within=within)
             return
         if within is not None:
             super().send_batch_and_ack(queue, bodies, deliveries, within=within)

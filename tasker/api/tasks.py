@@ -24,6 +24,8 @@ from tasker.messaging.messages import TaskRequestMessage
 from tasker.state.states import TERMINAL_TASK_STATES
 from tasker.telemetry import metrics, tracing
 
+_CREATION_TIMEOUT_SECONDS = 30.0
+
 
 class TaskRoutes(Controller):
     path = "/v1/tasks"
@@ -121,10 +123,13 @@ async def _create(svc: ApiServices, data: schemas.TaskCreate) -> schemas.Task:
     fields = msgspec.structs.asdict(data)
     request = TaskRequestMessage(task_uuid=new_id(), **fields)
     try:
-        reply = await asyncio.wait_for(asyncio.wrap_future(orchestrator.submit_task(request)), 30)
-        admission = admission_of(reply)
+        submitted = asyncio.wrap_future(orchestrator.submit_task(request))
+        admission = admission_of(await asyncio.wait_for(submitted, _CREATION_TIMEOUT_SECONDS))
     except TimeoutError as exc:
-        raise ApiError(503, "unavailable", "no reply from the task initializer in 30s") from exc
+        raise ApiError(
+            503, "unavailable",
+            f"no reply from the task initializer in {_CREATION_TIMEOUT_SECONDS:g}s",
+        ) from exc  # fmt: skip
     except TaskCreationFailedError as exc:
         raise ApiError(503, "unavailable", f"could not create the task: {exc}") from exc
     outcome = "created" if admission.created else "refused"
