@@ -365,17 +365,18 @@ def test_ack_with_replies_delivers_every_reply_and_removes_every_original(
     eventually(lambda: broker.queue_stats(other), stats(0, 0, other))
 
 
+@pytest.mark.parametrize("count", [1, 2], ids=["a lone reply", "two replies"])
 def test_ack_with_replies_from_one_queue_delivers_them_all_and_removes_the_originals(
-    broker: Broker, queue: str, new_queue: Callable[[], str]
+    broker: Broker, queue: str, new_queue: Callable[[], str], count: int
 ) -> None:
     replies = new_queue()
-    broker.send_batch(queue, [body(1), body(2)])
-    held = [receive_one(broker, queue), receive_one(broker, queue)]
+    broker.send_batch(queue, [body(1 + i) for i in range(count)])
+    held = [receive_one(broker, queue) for _ in range(count)]
 
     broker.ack_with_replies(replies, [(delivery, body(20 + i)) for i, delivery in enumerate(held)])
 
-    got = [receive_one(broker, replies) for _ in range(2)]
-    assert sorted(numbers(got)) == [20, 21]
+    got = [receive_one(broker, replies) for _ in range(count)]
+    assert sorted(numbers(got)) == [20 + i for i in range(count)]
     eventually(lambda: broker.queue_stats(queue), stats(0, 0, queue))
 
 
