@@ -61,12 +61,19 @@ _READ = (
     " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lease,"
     " pgmq.read(%s::text, %s::integer, %s::integer) AS r"
 )
+# Bodies of a batch travel as one JSON array (text) that PostgreSQL splits in order, not as
+# a text[] parameter: psycopg escapes each element of a text array in Python, about 70 us
+# per body of a step's size (a worker's batch of 8 replies took 0.55 ms of its CPU).
+_BODIES = (
+    "(SELECT array_agg(b.body ORDER BY b.n)"
+    " FROM jsonb_array_elements(%s::text::jsonb) WITH ORDINALITY AS b(body, n))"
+)
 # Senders NOTIFY the queue's channel themselves (delivered at commit, once per transaction
 # and channel), instead of PGMQ's insert trigger: that trigger UPDATEs one throttle row per
 # queue on every insert, so every sending transaction held that row's lock until it
 # committed, serializing all senders of a queue, and paid an extra write per message.
 _SEND_BATCH = (
-    "WITH sent AS (SELECT pgmq.send_batch(%s::text, %s::text[]::jsonb[],"
+    f"WITH sent AS (SELECT pgmq.send_batch(%s::text, {_BODIES},"
     " clock_timestamp() + make_interval(secs => %s::double precision)))"
     " SELECT pg_notify(%s::text, '') FROM (SELECT count(*) FROM sent) AS counted"
 )
@@ -95,7 +102,7 @@ _REPLY_AND_ACK = (
 # Messages sent and the deliveries they answer deleted in one statement: one round trip
 # (for a worker's replies, where BEGIN, a send, a delete and COMMIT took four).
 _SEND_BATCH_AND_DELETE = (
-    "WITH sent AS (SELECT pgmq.send_batch(%s::text, %s::text[]::jsonb[], clock_timestamp())),"
+    f"WITH sent AS (SELECT pgmq.send_batch(%s::text, {_BODIES}, clock_timestamp())),"
     " deleted AS (SELECT pgmq.delete(%s::text, %s::bigint[]))"
     " SELECT pg_notify(%s::text, '')"
     " FROM (SELECT count(*) FROM sent) AS s, (SELECT count(*) FROM deleted) AS d"
@@ -174,10 +181,12 @@ class PgmqBroker(Broker):
         _check_queue_name(queue)
         if not bodies:
             return
-        texts = [_as_text(queue, body) for body in bodies]
-        one = len(texts) == 1
-        params = (queue, texts[0] if one else texts, max(0.0, delay), insert_channel(queue))
-        self._execute(_SEND_ONE if one else _SEND_BATCH, params, queue=queue, within=within)
+        if len(bodies) == 1:
+            params = (queue, _as_text(queue, bodies[0]), max(0.0, delay), insert_channel(queue))
+            self._execute(_SEND_ONE, params, queue=queue, within=within)
+            return
+        params = (queue, _as_json_array(queue, bodies), max(0.0, delay), insert_channel(queue))
+        self._execute(_SEND_BATCH, params, queue=queue, within=within)
 
     def receive(
         self,
@@ -260,11 +269,11 @@ class PgmqBroker(Broker):
         one_statement: str = _SEND_BATCH_AND_DELETE,
     ) -> None:
         _check_queue_name(queue)
-        texts = [_as_text(queue, body) for body in bodies]
+        batch = _as_json_array(queue, bodies)
         by_source = _ids_by_queue(deliveries)
-        if texts and len(by_source) == 1:
+        if bodies and len(by_source) == 1:
             ((source, message_ids),) = by_source.items()
-            params = (queue, texts, source, message_ids, insert_channel(queue))
+            params = (queue, batch, source, message_ids, insert_channel(queue))
             self._execute(one_statement, params, queue=queue, within=within)
             return
         if within is not None:
@@ -272,8 +281,8 @@ class PgmqBroker(Broker):
             return
         pool = self._ready_pool()
         with _translated(queue), pool.connection() as connection, connection.transaction():
-            if texts:
-                connection.execute(_SEND_BATCH, (queue, texts, 0.0, insert_channel(queue)))
+            if bodies:
+                connection.execute(_SEND_BATCH, (queue, batch, 0.0, insert_channel(queue)))
             for source, message_ids in by_source.items():
                 connection.execute(_DELETE_MANY, (source, message_ids))
 
@@ -451,6 +460,11 @@ def _message_id(delivery: Delivery) -> int:
             recoverable=False,
         )
     return delivery.receipt
+
+
+def _as_json_array(queue: str, bodies: Sequence[bytes]) -> str:
+    """`bodies` as one JSON array: see _BODIES."""
+    return "[" + ",".join(_as_text(queue, body) for body in bodies) + "]"
 
 
 def _as_text(queue: str, body: bytes) -> str:
