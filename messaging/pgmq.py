@@ -68,23 +68,30 @@ _BODIES = (
     "(SELECT array_agg(b.body ORDER BY b.n)"
     " FROM jsonb_array_elements(%s::text::jsonb) WITH ORDINALITY AS b(body, n))"
 )
-# Senders NOTIFY the queue's channel themselves (delivered at commit, once per transaction
-# and channel), instead of PGMQ's insert trigger: that trigger UPDATEs one throttle row per
-# queue on every insert, so every sending transaction held that row's lock until it
-# committed, serializing all senders of a queue, and paid an extra write per message.
-_SEND_BATCH = (
-    f"WITH sent AS (SELECT pgmq.send_batch(%s::text, {_BODIES},"
-    " clock_timestamp() + make_interval(secs => %s::double precision)))"
-    " SELECT pg_notify(%s::text, '') FROM (SELECT count(*) FROM sent) AS counted"
-)
+# A visibility time `%s` seconds from now (a send's delay, a lease's extension).
+_SECONDS_FROM_NOW = "clock_timestamp() + make_interval(secs => %s::double precision)"
+
+
+def _then_notify(send: str) -> str:
+    """The statement running PGMQ call `send`, then the queue's NOTIFY (its channel last).
+
+    Senders NOTIFY the queue's channel themselves (delivered at commit, once per
+    transaction and channel), instead of PGMQ's insert trigger: that trigger UPDATEs one
+    throttle row per queue on every insert, so every sending transaction held that row's
+    lock until it committed, serializing all senders of a queue, and paid an extra write
+    per message.
+    """
+    return (
+        f"WITH sent AS (SELECT {send})"
+        " SELECT pg_notify(%s::text, '') FROM (SELECT count(*) FROM sent) AS counted"
+    )
+
+
+_SEND_BATCH = _then_notify(f"pgmq.send_batch(%s::text, {_BODIES}, {_SECONDS_FROM_NOW})")
 # A lone message goes through PGMQ's single send: its batch send costs about three times
 # as much on the server (two more PL/pgSQL layers; migration 0018). The four-argument
 # form is the one the others wrap.
-_SEND_ONE = (
-    "WITH sent AS (SELECT pgmq.send(%s::text, %s::text::jsonb, NULL::jsonb,"
-    " clock_timestamp() + make_interval(secs => %s::double precision)))"
-    " SELECT pg_notify(%s::text, '') FROM (SELECT count(*) FROM sent) AS counted"
-)
+_SEND_ONE = _then_notify(f"pgmq.send(%s::text, %s::text::jsonb, NULL::jsonb, {_SECONDS_FROM_NOW})")
 # Send one message and delete another in one statement: one round trip, one transaction.
 _SEND_AND_DELETE = (
     "SELECT pgmq.send(%s::text, %s::jsonb, NULL::jsonb, clock_timestamp()),"
@@ -115,10 +122,7 @@ _REPLIES_AND_ACKS = (
 # archive would grow without bound unless something pruned it.
 _DELETE = "SELECT pgmq.delete(%s::text, %s::bigint)"
 _DELETE_MANY = "SELECT pgmq.delete(%s::text, %s::bigint[])"
-_SET_VT = (
-    "SELECT msg_id FROM pgmq.set_vt(%s::text, %s::bigint,"
-    " clock_timestamp() + make_interval(secs => %s::double precision))"
-)
+_SET_VT = f"SELECT msg_id FROM pgmq.set_vt(%s::text, %s::bigint, {_SECONDS_FROM_NOW})"
 _METRICS = "SELECT queue_length, queue_visible_length FROM pgmq.metrics(%s::text)"
 _QUEUE_LOCK = "SELECT pgmq.acquire_queue_lock(%s::text)"
 _CREATE = "SELECT pgmq.create(%s::text)"
